@@ -1,0 +1,1 @@
+//! The CPU backend: SIMD kernels (AVX2, AVX-512, NEON) with runtime detection, multithreaded.

@@ -1,0 +1,1 @@
+//! The conformance suite every backend must pass, against a scalar reference of each op.

@@ -1,0 +1,9 @@
+//! Model file readers: GGUF files and Hugging Face safetensors directories, memory-mapped and
+//! zero-copy, presented as one [`ModelSource`]: metadata under GGUF key names and tensors under
+//! GGUF tensor names, whatever the file format was.
+
+mod metadata;
+mod source;
+
+pub use metadata::{Metadata, MetadataError, Value};
+pub use source::{FormatError, ModelSource, Origin, TensorBytes, TensorEntry};
