@@ -100,9 +100,7 @@ impl DType {
         if count % block_len != 0 {
             return Err(DTypeError::PartialBlock { dtype: self, count, block_len });
         }
-        (count / block_len)
-            .checked_mul(self.block_bytes())
-            .ok_or(DTypeError::TooLarge { dtype: self, count })
+        (count / block_len).checked_mul(self.block_bytes()).ok_or(DTypeError::TooLarge { dtype: self, count })
     }
 
     /// Average storage cost in bits per value.
@@ -135,10 +133,7 @@ impl DType {
     }
 
     pub fn from_ggml_id(id: u32) -> Result<DType, DTypeError> {
-        DType::ALL
-            .into_iter()
-            .find(|d| d.ggml_id() == id)
-            .ok_or(DTypeError::UnknownGgmlType(id))
+        DType::ALL.into_iter().find(|d| d.ggml_id() == id).ok_or(DTypeError::UnknownGgmlType(id))
     }
 
     /// ggml's name for the type (`q4_K`, `f16`, ...).

@@ -28,10 +28,7 @@ impl Shape {
 
     /// Number of elements, or an error when the product overflows.
     pub fn checked_count(&self) -> Result<usize, ShapeError> {
-        self.0
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| ShapeError::Overflow(self.0.clone()))
+        self.0.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| ShapeError::Overflow(self.0.clone()))
     }
 
     /// Number of elements; only call on shapes already validated with [`Shape::checked_count`].

@@ -138,9 +138,18 @@ impl Metadata {
         self.entries.is_empty()
     }
 
-    fn typed<'a, T>(&'a self, key: &str, expected: &'static str, f: impl Fn(&'a Value) -> Option<T>) -> Result<T, MetadataError> {
+    fn typed<'a, T>(
+        &'a self,
+        key: &str,
+        expected: &'static str,
+        f: impl Fn(&'a Value) -> Option<T>,
+    ) -> Result<T, MetadataError> {
         let v = self.get(key).ok_or_else(|| MetadataError::Missing(key.to_string()))?;
-        f(v).ok_or_else(|| MetadataError::WrongType { key: key.to_string(), expected, found: v.type_name().to_string() })
+        f(v).ok_or_else(|| MetadataError::WrongType {
+            key: key.to_string(),
+            expected,
+            found: v.type_name().to_string(),
+        })
     }
 
     pub fn u64(&self, key: &str) -> Result<u64, MetadataError> {
@@ -183,7 +192,11 @@ impl Metadata {
     }
 
     /// The value at `key` if present, or `None`; a present value of the wrong type is an error.
-    pub fn opt<T>(&self, key: &str, f: impl Fn(&Metadata, &str) -> Result<T, MetadataError>) -> Result<Option<T>, MetadataError> {
+    pub fn opt<T>(
+        &self,
+        key: &str,
+        f: impl Fn(&Metadata, &str) -> Result<T, MetadataError>,
+    ) -> Result<Option<T>, MetadataError> {
         if self.contains(key) {
             f(self, key).map(Some)
         } else {
