@@ -2,8 +2,11 @@
 //! zero-copy, presented as one [`ModelSource`]: metadata under GGUF key names and tensors under
 //! GGUF tensor names, whatever the file format was.
 
+pub mod gguf;
+pub mod hf;
 mod metadata;
 mod source;
 
+pub use gguf::{GgufWriter, WriteError};
 pub use metadata::{Metadata, MetadataError, Value};
 pub use source::{FormatError, ModelSource, Origin, TensorBytes, TensorEntry};

@@ -1,5 +1,6 @@
 //! The format-independent view of a model: metadata + named tensors backed by mapped files.
 
+use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +14,9 @@ use crate::metadata::Metadata;
 pub enum Origin {
     /// A GGUF file of the given version.
     Gguf { version: u32 },
-    /// A Hugging Face directory (config.json + safetensors).
+    /// A Hugging Face directory (config.json + safetensors). Unlike converted GGUF files, Llama
+    /// Q/K rows are not permuted for interleaved RoPE (use half-split RoPE) and Gemma norm
+    /// weights are stored as `w`, not `1 + w` (see [`crate::hf`]).
     HuggingFace,
 }
 
@@ -78,14 +81,59 @@ pub struct ModelSource {
     pub tokenizer_config_json: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for ModelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelSource")
+            .field("path", &self.path)
+            .field("origin", &self.origin)
+            .field("metadata_entries", &self.metadata.len())
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
 impl ModelSource {
-    /// Opens a `.gguf` file or a Hugging Face model directory.
+    /// Opens a `.gguf` file or a Hugging Face model directory (one with `config.json`).
     pub fn open(path: &Path) -> Result<ModelSource, FormatError> {
-        let _ = path;
-        Err(FormatError::NotAModel { path: path.to_path_buf() })
+        let io = |source| FormatError::Io { path: path.to_path_buf(), source };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if meta.is_dir() {
+            if path.join("config.json").is_file() {
+                return crate::hf::open_dir(path);
+            }
+            return Err(FormatError::NotAModel { path: path.to_path_buf() });
+        }
+        let mut head = Vec::with_capacity(4);
+        std::fs::File::open(path).and_then(|f| f.take(4).read_to_end(&mut head)).map_err(io)?;
+        if head != crate::gguf::MAGIC {
+            return Err(FormatError::NotAModel { path: path.to_path_buf() });
+        }
+        crate::gguf::open_file(path)
+    }
+
+    /// Parses a GGUF image held in memory, copied into an anonymous mapping so that tensors
+    /// are backed exactly as for a file. Meant for tests, fuzzing and small generated models.
+    pub fn open_gguf_bytes(bytes: &[u8]) -> Result<ModelSource, FormatError> {
+        let path = PathBuf::from("<memory>");
+        let io = |source| FormatError::Io { path: path.clone(), source };
+        let mut map = memmap2::MmapMut::map_anon(bytes.len()).map_err(io)?;
+        map.copy_from_slice(bytes);
+        let map = map.make_read_only().map_err(io)?;
+        crate::gguf::parse(Arc::new(map), &path)
     }
 
     pub fn tensor(&self, name: &str) -> Option<&TensorEntry> {
         self.tensors.iter().find(|t| t.name == name)
     }
+}
+
+/// Maps a whole file read-only.
+pub(crate) fn map_file(path: &Path) -> Result<Arc<memmap2::Mmap>, FormatError> {
+    let io = |source| FormatError::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    // SAFETY: the mapping is read-only. As with every memory-mapped model loader, the file must
+    // not be truncated or rewritten while it is open; Tessera never writes to model files it
+    // has open.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+    Ok(Arc::new(map))
 }

@@ -1,0 +1,86 @@
+//! Bit-exactness against implementations written outside Tessera: gguf-py (llama.cpp's Python
+//! package) and, for what gguf-py lacks, ggml itself. The expected outputs were made by
+//! `scripts/fixtures/quant/make_quant_fixtures.py`; see its doc string for what each file holds.
+
+use std::path::PathBuf;
+
+use tessera_core::DType;
+use tessera_quant::{dequantize_to_vec, quantize_to_vec};
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/quant").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+fn file_stem(dtype: DType) -> String {
+    dtype.name().to_lowercase()
+}
+
+/// Types whose dequantization is fixtured (all but Q8_1, which ggml does not dequantize).
+const DEQUANTIZED: [DType; 14] = [
+    DType::F16,
+    DType::BF16,
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::Q8_0,
+    DType::Q2_K,
+    DType::Q3_K,
+    DType::Q4_K,
+    DType::Q5_K,
+    DType::Q6_K,
+    DType::Q8_K,
+    DType::MXFP4,
+];
+
+/// Types whose reference quantizer is fixtured: every type Tessera can quantize to but F32.
+const QUANTIZED: [DType; 15] = [
+    DType::F16,
+    DType::BF16,
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::Q8_0,
+    DType::Q8_1,
+    DType::Q2_K,
+    DType::Q3_K,
+    DType::Q4_K,
+    DType::Q5_K,
+    DType::Q6_K,
+    DType::Q8_K,
+    DType::MXFP4,
+];
+
+#[test]
+fn dequantization_is_bit_exact() {
+    for dtype in DEQUANTIZED {
+        let stem = file_stem(dtype);
+        let blocks = fixture(&format!("dequant_{stem}.blocks"));
+        let expected = f32s(&fixture(&format!("dequant_{stem}.f32")));
+        let got = dequantize_to_vec(dtype, &blocks).unwrap();
+        assert_eq!(got.len(), expected.len(), "{dtype}");
+        for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+            assert_eq!(g.to_bits(), e.to_bits(), "{dtype} value {i} (block {}): {g} != {e}", i / dtype.block_len());
+        }
+    }
+}
+
+#[test]
+fn quantization_is_bit_exact() {
+    for dtype in QUANTIZED {
+        let input = f32s(&fixture(&format!("quant_input_{}.f32", if dtype.block_len() == 256 { 256 } else { 32 })));
+        let expected = fixture(&format!("quant_{}.blocks", file_stem(dtype)));
+        let got = quantize_to_vec(dtype, &input).unwrap();
+        assert_eq!(got.len(), expected.len(), "{dtype}");
+        if let Some(i) = got.iter().zip(&expected).position(|(g, e)| g != e) {
+            let block = i / dtype.block_bytes();
+            panic!("{dtype}: byte {} of block {block} differs: {} != {}", i % dtype.block_bytes(), got[i], expected[i]);
+        }
+    }
+}
