@@ -459,3 +459,40 @@ mod tests {
         assert_eq!(g.graph().storage_of(r), Some((x, 2 * 8 * 4)));
     }
 }
+
+impl GraphBuilder {
+    /// Adds `op` over `inputs`, checked like the typed methods; `shape` is used by `Reshape` and
+    /// `Leaf` (with `dtype`) only. Lets code that rewrites graphs copy nodes generically.
+    pub fn add_op(&mut self, op: &Op, inputs: &[NodeId], dtype: DType, shape: &Shape) -> Result<NodeId, GraphError> {
+        let arity = match op {
+            Op::Leaf(_) => 0,
+            Op::Scale { .. } | Op::SliceRows { .. } | Op::Reshape => 1,
+            Op::Attention { .. } => 4,
+            _ => 2,
+        };
+        if inputs.len() != arity {
+            return Err(invalid(op, format!("takes {arity} inputs, got {}", inputs.len())));
+        }
+        let i = inputs;
+        match *op {
+            Op::Leaf(t) => self.leaf(t, dtype, shape.clone()),
+            Op::GetRows => self.get_rows(i[0], i[1]),
+            Op::MatMul => self.mat_mul(i[0], i[1]),
+            Op::Add => self.add(i[0], i[1]),
+            Op::Mul => self.mul(i[0], i[1]),
+            Op::Scale { factor } => self.scale(i[0], factor),
+            Op::RmsNorm { eps } => self.rms_norm(i[0], i[1], eps),
+            Op::Rope { head_dim, rot_dims, base, freq_scale, style } => {
+                self.rope(i[0], i[1], head_dim, rot_dims, base, freq_scale, style)
+            }
+            Op::SwiGlu => self.swiglu(i[0], i[1]),
+            Op::GeGlu => self.geglu(i[0], i[1]),
+            Op::Attention { n_heads, n_kv_heads, head_dim, scale, window } => {
+                self.attention(i[0], i[1], i[2], i[3], n_heads, n_kv_heads, head_dim, scale, window)
+            }
+            Op::Store { row } => self.store(i[0], i[1], row),
+            Op::SliceRows { start, len } => self.slice_rows(i[0], start, len),
+            Op::Reshape => self.reshape(i[0], shape.clone()),
+        }
+    }
+}

@@ -1,1 +1,120 @@
-fn main() {}
+//! `tessera`: the command-line front end. The only place that reads environment variables,
+//! prints to the terminal, or exits the process.
+
+mod backends;
+mod cmd_eval;
+mod cmd_inspect;
+mod cmd_run;
+mod cmd_tokenize;
+mod model_store;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "Vendor-neutral LLM inference: load, quantize, run, serve.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt, or chat with a model.
+    Run(cmd_run::RunArgs),
+    /// Print the token ids of a text as a JSON array.
+    Tokenize(cmd_tokenize::TokenizeArgs),
+    /// Describe a model: architecture, sizes, tokenizer, chat template, tensor types.
+    Inspect(cmd_inspect::InspectArgs),
+    /// Evaluate a model (perplexity).
+    #[command(subcommand)]
+    Eval(cmd_eval::EvalCommand),
+    /// Fetch models known by short name into the local cache.
+    Pull(PullArgs),
+    /// List the compute backends and their devices.
+    Devices,
+}
+
+/// Options shared by every command that computes.
+#[derive(Args, Clone, Debug)]
+pub struct ComputeArgs {
+    /// Model: a .gguf file, a Hugging Face directory, or a short name (smollm2, gemma3-270m).
+    #[arg(short = 'm', long = "model", default_value = "smollm2")]
+    pub model: String,
+    /// Threads for the CPU backend (default: all available cores).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+    /// Compute backend (see `tessera devices`).
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+}
+
+#[derive(Args)]
+struct PullArgs {
+    /// Short names to fetch (default: smollm2).
+    names: Vec<String>,
+    /// List the known short names and where they are cached.
+    #[arg(long)]
+    list: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("TESSERA_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+                return ExitCode::FAILURE;
+            }
+            // One line: clap's first line names the problem; the rest is usage noise.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            eprintln!("error: {first} (see --help)");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => cmd_run::run(args),
+        Command::Tokenize(args) => cmd_tokenize::run(args),
+        Command::Inspect(args) => cmd_inspect::run(args),
+        Command::Eval(cmd) => cmd_eval::run(cmd),
+        Command::Pull(args) => pull(args),
+        Command::Devices => backends::print_devices(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn pull(args: PullArgs) -> anyhow::Result<()> {
+    if args.list {
+        for m in model_store::KNOWN_MODELS {
+            let path = model_store::models_dir().join(m.file_name);
+            let state = if path.exists() { "cached" } else { "not fetched" };
+            println!("{:<12} {} [{state}: {}]", m.name, m.description, path.display());
+        }
+        return Ok(());
+    }
+    let names = if args.names.is_empty() { vec!["smollm2".to_string()] } else { args.names };
+    for name in names {
+        let known = model_store::find_known(&name).ok_or_else(|| anyhow::anyhow!("unknown model name {name:?}"))?;
+        let path = model_store::ensure(known, false)?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}

@@ -1,1 +1,95 @@
-//! One file per model architecture; builds the forward-pass graph from weights and hyperparameters.
+//! Model architectures. Each file turns hyperparameters and weights into the computation graph of
+//! one forward step; quantized and full-precision weights go through the same code, since the
+//! weight's type travels with it and the backend's `MatMul` reads any type.
+//!
+//! Adding an architecture: write `src/<arch>.rs` with a `load` function, add one line to
+//! [`load`]'s table.
+
+mod config;
+mod decoder;
+mod gemma;
+mod layers;
+mod llama;
+mod qwen;
+mod weights;
+
+use tessera_backend::{GraphBuilder, NodeId};
+use tessera_formats::ModelSource;
+
+pub use config::ModelConfig;
+pub use weights::{WeightData, WeightRef, WeightUploader};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("unsupported architecture {0:?} (supported: llama, mistral, qwen2, qwen3, gemma3)")]
+    UnknownArchitecture(String),
+    #[error(transparent)]
+    Metadata(#[from] tessera_formats::MetadataError),
+    #[error("tensor {0:?} is missing from the model file")]
+    MissingTensor(String),
+    #[error("tensor {name:?} has shape {found}, expected {expected}")]
+    BadShape { name: String, found: String, expected: String },
+    #[error("invalid hyperparameters: {0}")]
+    BadConfig(String),
+    #[error("graph: {0}")]
+    Graph(#[from] tessera_backend::GraphError),
+    #[error("loading weights: {0}")]
+    Upload(String),
+}
+
+/// Which rows of logits a forward step produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's (generation).
+    Last,
+    /// Every token's (prompt scoring).
+    All,
+    /// The tokens from this index of the step on (perplexity scores the second half of a chunk).
+    From(usize),
+}
+
+impl Logits {
+    /// Index of the first row with logits, for a step of `n_tokens` (clamped to the last row).
+    pub fn first_row(self, n_tokens: usize) -> usize {
+        let last = n_tokens.saturating_sub(1);
+        match self {
+            Logits::Last => last,
+            Logits::All => 0,
+            Logits::From(k) => k.min(last),
+        }
+    }
+}
+
+/// Graph inputs of one forward step over a single sequence, prepared by the runtime.
+pub struct StepInputs<'a> {
+    /// I32 `[n]` token ids.
+    pub tokens: NodeId,
+    /// I32 `[n]` positions `start..start + n`.
+    pub positions: NodeId,
+    /// Number of new tokens.
+    pub n_tokens: usize,
+    /// Position of the first new token (= tokens already in the cache).
+    pub start: usize,
+    /// Per layer: the K and V cache leaves, F16 or F32 `[context, kv_dim]`.
+    pub kv: &'a [(NodeId, NodeId)],
+    pub logits: Logits,
+}
+
+/// A model loaded onto a backend: builds the graph of a forward step.
+pub trait Model: Send + Sync {
+    fn config(&self) -> &ModelConfig;
+
+    /// Adds one forward step to `g`; returns the F32 logits node, `[rows, vocab]`.
+    fn forward(&self, g: &mut GraphBuilder, step: &StepInputs<'_>) -> Result<NodeId, ModelError>;
+}
+
+/// Builds the model that `source` describes, uploading its weights through `uploader`.
+pub fn load(source: &ModelSource, uploader: &mut dyn WeightUploader) -> Result<Box<dyn Model>, ModelError> {
+    let arch = source.metadata.architecture()?;
+    match arch {
+        "llama" | "mistral" => Ok(Box::new(llama::load(source, uploader)?)),
+        "qwen2" | "qwen3" => Ok(Box::new(qwen::load(source, uploader)?)),
+        "gemma3" => Ok(Box::new(gemma::load(source, uploader)?)),
+        other => Err(ModelError::UnknownArchitecture(other.to_string())),
+    }
+}

@@ -1,1 +1,36 @@
-//! Loads a model onto a backend, owns the KV cache, samples, and runs generation.
+//! Runs models: loads one onto a backend, keeps its KV cache, evaluates forward steps, samples,
+//! generates text and scores perplexity. Knows the backend only through its contract.
+
+mod context;
+mod device_weights;
+mod generate;
+mod kv_cache;
+mod perplexity;
+mod sampling;
+
+pub use context::{Context, ContextOptions, LoadedModel};
+pub use generate::{generate, GenerateOptions, GenerationStats, StopReason};
+pub use kv_cache::KvCache;
+pub use perplexity::{perplexity, PerplexityOptions, PerplexityReport};
+pub use sampling::{Sampler, SamplerOptions};
+pub use tessera_models::Logits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Format(#[from] tessera_formats::FormatError),
+    #[error(transparent)]
+    Model(#[from] tessera_models::ModelError),
+    #[error(transparent)]
+    Tokenizer(#[from] tessera_tokenizer::TokenizerError),
+    #[error(transparent)]
+    Backend(#[from] tessera_backend::BackendError),
+    #[error(transparent)]
+    Graph(#[from] tessera_backend::GraphError),
+    #[error("context is full: {needed} tokens do not fit in a context of {capacity}")]
+    ContextFull { needed: usize, capacity: usize },
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    BadToken { id: u32, vocab: usize },
+    #[error("{0}")]
+    Invalid(String),
+}

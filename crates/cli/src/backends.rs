@@ -1,0 +1,44 @@
+//! The backends this binary can use, by command-line name.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use tessera_backend::Backend;
+use tessera_backend_cpu::CpuBackend;
+
+/// Backend names accepted by `--backend`.
+pub const BACKENDS: &[&str] = &["cpu"];
+
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Creates the named backend and, for non-CPU backends, the CPU backend that runs ops it lacks.
+pub fn create(name: &str, threads: Option<usize>) -> Result<(Arc<dyn Backend>, Option<Arc<dyn Backend>>)> {
+    let threads = threads.unwrap_or_else(default_threads);
+    if threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    match name {
+        "cpu" => Ok((Arc::new(CpuBackend::new(threads)), None)),
+        other => bail!("unknown backend {other:?} (available: {})", BACKENDS.join(", ")),
+    }
+}
+
+pub fn print_devices() -> Result<()> {
+    for name in BACKENDS {
+        let (backend, _) = create(name, None)?;
+        let info = backend.info();
+        let gib =
+            |b: Option<u64>| b.map_or("unknown".to_string(), |b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64));
+        println!(
+            "{:<6} {} ({:?}), memory {} total, {} free",
+            info.backend,
+            info.name,
+            info.kind,
+            gib(info.memory_total),
+            gib(info.memory_free)
+        );
+    }
+    Ok(())
+}

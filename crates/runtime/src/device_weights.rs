@@ -1,0 +1,40 @@
+//! Places model weights on a backend: mapped files are handed over without copying when the
+//! device can read host memory, otherwise uploaded once.
+
+use std::sync::Arc;
+
+use tessera_backend::{Backend, DType, OwnedBuffer, Shape, TensorRef};
+use tessera_models::{ModelError, WeightData, WeightRef, WeightUploader};
+
+/// Owns the device buffers holding a model's weights; dropping it frees them.
+pub(crate) struct DeviceWeights {
+    backend: Arc<dyn Backend>,
+    pub buffers: Vec<OwnedBuffer>,
+    pub bytes: u64,
+}
+
+impl DeviceWeights {
+    pub fn new(backend: Arc<dyn Backend>) -> DeviceWeights {
+        DeviceWeights { backend, buffers: Vec::new(), bytes: 0 }
+    }
+}
+
+impl WeightUploader for DeviceWeights {
+    fn upload(&mut self, name: &str, dtype: DType, shape: Shape, data: WeightData) -> Result<WeightRef, ModelError> {
+        let err = |e: tessera_backend::BackendError| ModelError::Upload(format!("{name}: {e}"));
+        let buffer = match data {
+            WeightData::Mapped(bytes) => {
+                let len = bytes.as_ref().len();
+                match self.backend.map_host(Arc::new(bytes.clone())) {
+                    Some(id) => OwnedBuffer::from_raw(&self.backend, id.map_err(err)?, len),
+                    None => OwnedBuffer::with_data(&self.backend, bytes.as_ref()).map_err(err)?,
+                }
+            }
+            WeightData::Owned(bytes) => OwnedBuffer::with_data(&self.backend, &bytes).map_err(err)?,
+        };
+        self.bytes += buffer.len() as u64;
+        let tensor = TensorRef { buffer: buffer.id(), offset: 0 };
+        self.buffers.push(buffer);
+        Ok(WeightRef { tensor, dtype, shape })
+    }
+}
