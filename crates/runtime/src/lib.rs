@@ -12,7 +12,7 @@ pub use context::{Context, ContextOptions, LoadedModel};
 pub use generate::{generate, GenerateOptions, GenerationStats, StopReason};
 pub use kv_cache::KvCache;
 pub use perplexity::{perplexity, PerplexityOptions, PerplexityReport};
-pub use sampling::{Sampler, SamplerOptions};
+pub use sampling::{argmax, Sampler, SamplerOptions};
 pub use tessera_models::Logits;
 
 #[derive(Debug, thiserror::Error)]

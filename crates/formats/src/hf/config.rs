@@ -89,7 +89,23 @@ struct Hp<'a> {
 impl Hp<'_> {
     fn raw(&self, key: &str) -> Option<Json> {
         let present = |v: &Json| v.get(key).filter(|x| !x.is_null()).cloned();
-        present(self.text).or_else(|| present(self.root)).or_else(|| class_default(self.model_type, key))
+        present(self.text)
+            .or_else(|| present(self.root))
+            .or_else(|| self.rope_parameter(key))
+            .or_else(|| class_default(self.model_type, key))
+    }
+
+    /// transformers 5 moved RoPE settings into `rope_parameters`, per layer kind for models
+    /// with local and global layers; answers the older keys from there.
+    fn rope_parameter(&self, key: &str) -> Option<Json> {
+        let params = [self.text, self.root].into_iter().find_map(|v| v.get("rope_parameters").filter(|p| p.is_object()))?;
+        let global = params.get("full_attention").unwrap_or(params);
+        match key {
+            "rope_theta" => global.get("rope_theta").cloned(),
+            "rope_local_base_freq" => params.get("sliding_attention")?.get("rope_theta").cloned(),
+            "rope_scaling" => Some(global.clone()),
+            _ => None,
+        }
     }
 
     fn bad(&self, what: String) -> FormatError {
@@ -363,5 +379,15 @@ mod tests {
         assert!(e.to_string().contains("\"FalconForCausalLM\" (model_type \"falcon\") is not supported"), "{e}");
         let e = meta(json!({"model_type": "qwen2", "hidden_size": "big"})).unwrap_err();
         assert!(e.to_string().contains("\"num_hidden_layers\" is missing"), "{e}");
+    }
+
+    #[test]
+    fn rope_parameters_of_transformers_5_are_read() {
+        let config = json!({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64,
+            "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "vocab_size": 512, "rope_parameters": {"rope_theta": 1000000.0, "rope_type": "default"}});
+        let m = meta(config).unwrap();
+        assert_eq!(m.f32("qwen2.rope.freq_base"), Ok(1_000_000.0));
+        assert!(!m.contains("qwen2.rope.scaling.type"));
     }
 }

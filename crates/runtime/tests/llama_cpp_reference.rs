@@ -1,0 +1,119 @@
+//! Tessera against llama.cpp on the same GGUF files: token ids, greedy continuations and
+//! perplexity. Fixtures and the scripts that made them: tests/fixtures/{greedy,ppl},
+//! scripts/fixtures/reference.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tessera_backend_cpu::CpuBackend;
+use tessera_runtime::{generate, ContextOptions, GenerateOptions, LoadedModel, PerplexityOptions, Sampler, SamplerOptions};
+use tessera_testkit::{fixtures_dir, test_model, GEMMA3_270M, SMOLLM2};
+
+/// Largest top-1 vs runner-up logit margin at which llama.cpp's and Tessera's greedy choices may
+/// differ: below it, the last bits of different (both correct) float orders decide the order.
+const NEAR_TIE: f64 = 0.1;
+
+fn load(file: &str) -> Option<LoadedModel> {
+    let path = test_model(file)?;
+    Some(LoadedModel::load(&path, Arc::new(CpuBackend::new(2)), None).expect("model loads"))
+}
+
+fn fixture(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().expect("array of ids").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array().expect("array of numbers").iter().map(|x| x.as_f64().expect("number")).collect()
+}
+
+/// Greedy 64-token continuations equal llama.cpp's up to the first near-tie, where Tessera must
+/// have picked llama.cpp's runner-up.
+fn check_greedy(file: &str, short: &str) {
+    let Some(model) = load(file) else { return };
+    let fx = fixture(&fixtures_dir().join(format!("greedy/{short}.json")));
+    for case in fx["cases"].as_array().expect("cases") {
+        let name = case["name"].as_str().unwrap_or("?");
+        let prompt = ids(&case["prompt_token_ids"]);
+        let chat = case["chat"].as_bool().unwrap_or(false);
+        let text = case["prompt"].as_str().expect("prompt");
+        let ours = model.tokenizer.encode(text, model.tokenizer.add_bos_by_default(), chat);
+        assert_eq!(ours, prompt, "{short}/{name}: prompt token ids differ from llama.cpp's");
+
+        let expected = ids(&case["generated_token_ids"]);
+        let top1 = floats(&case["top1_logits"]);
+        let runner_up = floats(&case["runner_up_logits"]);
+        let runner_up_ids = ids(&case["runner_up_ids"]);
+        let stopped_at_eog = case["stop"]["reason"].as_str() == Some("eog");
+
+        let mut ctx = model.new_context(ContextOptions { n_ctx: 512, n_batch: 512 }).expect("context");
+        let mut sampler = Sampler::new(SamplerOptions::greedy());
+        let options = GenerateOptions { max_tokens: expected.len() + usize::from(stopped_at_eog), stop_at_eog: true };
+        let mut got = Vec::new();
+        generate(&mut ctx, &prompt, &mut sampler, &options, |t| {
+            got.push(t);
+            true
+        })
+        .expect("generation runs");
+
+        match got.iter().zip(&expected).position(|(a, b)| a != b) {
+            None => {
+                assert_eq!(got.len(), expected.len(), "{short}/{name}: generated {:?}, llama.cpp {:?}", got, expected);
+            }
+            Some(step) => {
+                let margin = top1[step] - runner_up[step];
+                assert!(
+                    margin < NEAR_TIE && got[step] == runner_up_ids[step],
+                    "{short}/{name}: step {step} chose {} where llama.cpp chose {} by a margin of {margin:.4} \
+                     (runner-up {})",
+                    got[step],
+                    expected[step],
+                    runner_up_ids[step]
+                );
+                eprintln!("{short}/{name}: equal for {step} tokens, then a near-tie (margin {margin:.4})");
+            }
+        }
+    }
+}
+
+#[test]
+fn smollm2_greedy_matches_llama_cpp() {
+    check_greedy(SMOLLM2, "smollm2");
+}
+
+#[test]
+fn gemma3_greedy_matches_llama_cpp() {
+    check_greedy(GEMMA3_270M, "gemma3-270m");
+}
+
+/// Perplexity within 0.5% of llama-perplexity's on the same text, context and chunks.
+fn check_perplexity(file: &str, short: &str, chunks: usize) {
+    let Some(model) = load(file) else { return };
+    let fx = fixture(&fixtures_dir().join(format!("ppl/{short}.json")));
+    let text = std::fs::read_to_string(fixtures_dir().join("text/ppl.txt")).expect("ppl text");
+    let tokens = model.tokenizer.encode(&text, model.tokenizer.add_bos_by_default(), false);
+    assert_eq!(tokens, ids(&fx["token_ids"]), "{short}: tokens of ppl.txt differ from llama-perplexity's");
+
+    let n_ctx = fx["n_ctx"].as_u64().expect("n_ctx") as usize;
+    let options = PerplexityOptions { n_ctx, max_chunks: Some(chunks), n_batch: 512 };
+    let report = tessera_runtime::perplexity(&model, &text, &options).expect("perplexity runs");
+    let reference = floats(&fx["running_ppl"])[chunks - 1];
+    let rel = (report.ppl - reference).abs() / reference;
+    eprintln!("{short}: PPL over {chunks} chunks {:.4}, llama.cpp {reference:.4} ({:.3}%)", report.ppl, rel * 100.0);
+    assert!(rel < 0.005, "{short}: PPL {:.4} vs llama.cpp {reference:.4}: {:.3}% apart", report.ppl, rel * 100.0);
+}
+
+#[test]
+fn smollm2_perplexity_matches_llama_cpp() {
+    check_perplexity(SMOLLM2, "smollm2", 6);
+}
+
+#[test]
+fn gemma3_perplexity_matches_llama_cpp() {
+    check_perplexity(GEMMA3_270M, "gemma3-270m", 3);
+}

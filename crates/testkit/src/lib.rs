@@ -1,0 +1,40 @@
+//! Shared by the test suites: where the real test models and the reference fixtures live.
+//! Only tests depend on this crate.
+
+use std::path::PathBuf;
+
+/// The directory holding test models, as the `tessera` CLI's model cache finds it:
+/// `$TESSERA_MODELS_DIR`, else `$XDG_CACHE_HOME/tessera/models`, else
+/// `$HOME/.cache/tessera/models`.
+pub fn models_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TESSERA_MODELS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
+    cache.join("tessera").join("models")
+}
+
+/// The path of test model `file`, or `None` (with a note) when it is not there. Under CI (env
+/// `CI` set) a missing model fails the test instead: CI fetches the models first.
+pub fn test_model(file: &str) -> Option<PathBuf> {
+    let path = models_dir().join(file);
+    if path.is_file() {
+        return Some(path);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("test model {} is missing (CI is set, so this is an error)", path.display());
+    }
+    eprintln!("note: skipping: test model {} not found (set TESSERA_MODELS_DIR)", path.display());
+    None
+}
+
+/// The repository's `tests/fixtures` directory.
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+/// File names of the models `tessera pull` fetches, as the tests refer to them.
+pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const GEMMA3_270M: &str = "gemma-3-270m-Q4_K_M.gguf";
