@@ -66,7 +66,10 @@ impl LoadedModel {
         if options.n_batch == 0 {
             return Err(RuntimeError::Invalid("batch size must be at least 1".into()));
         }
-        let kv = KvCache::new(&self.backend, cfg.n_layers, n_ctx, cfg.kv_dim())?;
+        if !matches!(options.kv_type, DType::F16 | DType::F32) {
+            return Err(RuntimeError::Invalid(format!("KV cache type {} is not supported (f16, f32)", options.kv_type)));
+        }
+        let kv = KvCache::new(&self.backend, cfg.n_layers, n_ctx, cfg.kv_dim(), options.kv_type)?;
         Ok(Context { model: self, kv, n_past: 0, n_batch: options.n_batch })
     }
 
@@ -96,11 +99,13 @@ pub struct ContextOptions {
     pub n_ctx: usize,
     /// Most tokens evaluated in one forward step; longer prompts are split.
     pub n_batch: usize,
+    /// Element type of the KV cache: F16 (default) or F32.
+    pub kv_type: DType,
 }
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        ContextOptions { n_ctx: 0, n_batch: 512 }
+        ContextOptions { n_ctx: 0, n_batch: 512, kv_type: DType::F16 }
     }
 }
 

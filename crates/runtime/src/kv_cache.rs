@@ -1,4 +1,5 @@
-//! The KV cache of one sequence: per layer, K and V rows for every position, in F16.
+//! The KV cache of one sequence: per layer, K and V rows for every position (F16 by default,
+//! as llama.cpp keeps them).
 
 use std::sync::Arc;
 
@@ -12,17 +13,17 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// Allocates `n_layers` pairs of `[capacity, row_width]` F16 buffers.
+    /// Allocates `n_layers` pairs of `[capacity, row_width]` buffers of `dtype` (F16 or F32).
     pub fn new(
         backend: &Arc<dyn Backend>,
         n_layers: usize,
         capacity: usize,
         row_width: usize,
+        dtype: DType,
     ) -> Result<KvCache, BackendError> {
-        let dtype = DType::F16;
         let bytes = capacity
             .checked_mul(row_width)
-            .and_then(|n| n.checked_mul(2))
+            .and_then(|n| n.checked_mul(dtype.block_bytes()))
             .ok_or(BackendError::OutOfMemory { requested: usize::MAX, detail: "KV cache size overflows".into() })?;
         let layers = (0..n_layers)
             .map(|_| Ok((OwnedBuffer::alloc(backend, bytes)?, OwnedBuffer::alloc(backend, bytes)?)))

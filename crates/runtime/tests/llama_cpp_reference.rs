@@ -51,7 +51,7 @@ fn check_greedy(file: &str, short: &str) {
         let runner_up_ids = ids(&case["runner_up_ids"]);
         let stopped_at_eog = case["stop"]["reason"].as_str() == Some("eog");
 
-        let mut ctx = model.new_context(ContextOptions { n_ctx: 512, n_batch: 512 }).expect("context");
+        let mut ctx = model.new_context(ContextOptions { n_ctx: 512, n_batch: 512, ..ContextOptions::default() }).expect("context");
         let mut sampler = Sampler::new(SamplerOptions::greedy());
         let options = GenerateOptions { max_tokens: expected.len() + usize::from(stopped_at_eog), stop_at_eog: true };
         let mut got = Vec::new();

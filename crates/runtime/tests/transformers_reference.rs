@@ -23,7 +23,7 @@ fn check(name: &str) {
     let text = meta["input_text"].as_str().expect("input text");
     assert_eq!(model.tokenizer.encode(text, false, false), input, "{name}: tokenizer.json ids differ");
 
-    let mut ctx = model.new_context(ContextOptions { n_ctx: 64, n_batch: 5 }).expect("context");
+    let mut ctx = model.new_context(ContextOptions { n_ctx: 64, n_batch: 5, kv_type: tessera_backend::DType::F32 }).expect("context");
     let logits = ctx.eval(&input, Logits::All).expect("forward");
     assert_eq!(logits.len(), reference.len());
     let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
