@@ -1,1 +1,32 @@
 //! The CPU backend: SIMD kernels (AVX2, AVX-512, NEON) with runtime detection, multithreaded.
+//!
+//! [`CpuBackend`] implements the `tessera_backend::Backend` contract on host memory. A matrix
+//! multiplication converts each activation row once to the weight type's 8-bit block type (or
+//! f16/bf16) and multiplies block by block with integer dot products, bit for bit the activation
+//! quantization llama.cpp's x86 build uses, so greedy outputs can be compared with it; a weight
+//! is never dequantized as a whole. Rows computed together give exactly what each row gives
+//! alone.
+//!
+//! What a caller should know:
+//! - `CpuBackend::new(threads)` computes on its own pool of `threads` threads (0: one per core)
+//!   with the best [`Isa`] the CPU has; [`CpuBackend::with_isa`] pins one (tests, comparisons).
+//! - `map_host` always works and is zero-copy: a memory-mapped model file is read in place.
+//!   Mapped buffers are read-only (uploads and stores into them are errors). Tensors may sit at
+//!   any offset; F32 data at 4-byte aligned offsets is read in place, otherwise copied per use.
+//! - `execute` locks every buffer its graph names for the whole graph (read, or write for
+//!   `Store` destinations), on the calling thread and in id order: concurrent graphs sharing a
+//!   KV cache run one after the other, never interleaved, and cannot deadlock.
+//! - Bad input (ids or positions out of range, leaves outside their buffers) is an error.
+//!
+//! Layout: `backend.rs` (buffer table, contract), `exec.rs` (graph walk, intermediate values),
+//! `ops/` (one file per op family), `kernels/` (dot products: the scalar reference, `x86/` for
+//! AVX2 and AVX-512, `arm.rs` for NEON).
+
+mod backend;
+mod exec;
+mod kernels;
+mod memory;
+mod ops;
+
+pub use backend::CpuBackend;
+pub use kernels::Isa;

@@ -97,7 +97,7 @@ impl DType {
     /// Bytes needed for `count` elements; `count` must be a whole number of blocks.
     pub fn bytes_for(self, count: usize) -> Result<usize, DTypeError> {
         let block_len = self.block_len();
-        if count % block_len != 0 {
+        if !count.is_multiple_of(block_len) {
             return Err(DTypeError::PartialBlock { dtype: self, count, block_len });
         }
         (count / block_len).checked_mul(self.block_bytes()).ok_or(DTypeError::TooLarge { dtype: self, count })

@@ -1,0 +1,324 @@
+//! Graph execution: walks the nodes in order, keeps intermediate results in reference-counted
+//! f32 vectors freed after their last consumer, and resolves views without copying.
+//!
+//! Every buffer the graph names is locked once, before any work starts and in id order (so two
+//! graphs sharing buffers cannot deadlock), and stays locked until the graph is done: stores
+//! land in place, and nothing else can observe a half-written KV cache. Locks are taken on the
+//! calling thread, outside the thread pool, so a pool thread never blocks on one.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
+
+use tessera_backend::{BackendError, BufferId, Graph, Node, NodeId, Op, TensorRef};
+use tessera_core::DType;
+
+use crate::backend::CpuBackend;
+use crate::kernels::Kernels;
+use crate::memory::Storage;
+use crate::ops::attention::{self, AttentionShape, Kv};
+use crate::ops::{elementwise, matmul, norm, rope, rows};
+
+/// The result of a node.
+#[derive(Clone)]
+enum Value {
+    /// Computed f32 values; views share the vector.
+    Data { data: Arc<Vec<f32>>, start: usize, len: usize },
+    /// Bytes inside a buffer: leaves, stores, and views of them.
+    Stored { buffer: BufferId, offset: usize, len: usize },
+}
+
+/// A locked buffer's bytes.
+enum Mem<'a> {
+    Read(&'a [u8]),
+    Write(&'a mut [u8]),
+}
+
+enum Guard<'a> {
+    Read(RwLockReadGuard<'a, Storage>),
+    Write(RwLockWriteGuard<'a, Storage>),
+}
+
+fn internal(message: impl Into<String>) -> BackendError {
+    BackendError::Device { backend: "cpu".into(), message: format!("internal error: {}", message.into()) }
+}
+
+fn invalid(graph: &Graph, node: NodeId, message: impl Into<String>) -> BackendError {
+    BackendError::InvalidInput { node, op: graph.node(node).op.name().to_string(), message: message.into() }
+}
+
+/// The leaf a `Store` chain writes into.
+fn store_target(graph: &Graph, mut id: NodeId) -> Result<TensorRef, BackendError> {
+    loop {
+        let node = graph.node(id);
+        match node.op {
+            Op::Leaf(t) => return Ok(t),
+            Op::Store { .. } => id = *node.inputs.get(1).ok_or_else(|| internal("store without destination"))?,
+            _ => return Err(invalid(graph, id, "a store destination must be a leaf or a store")),
+        }
+    }
+}
+
+fn stored_bytes(graph: &Graph, id: NodeId, node: &Node) -> Result<usize, BackendError> {
+    node.dtype.bytes_for(node.shape.count()).map_err(|e| invalid(graph, id, e.to_string()))
+}
+
+pub(crate) fn execute(backend: &CpuBackend, graph: &Graph) -> Result<(), BackendError> {
+    // Which buffers the graph touches, and which of them it writes.
+    let mut used: BTreeMap<BufferId, Option<NodeId>> = BTreeMap::new();
+    for (id, node) in graph.nodes().iter().enumerate() {
+        match node.op {
+            Op::Leaf(t) => {
+                used.entry(t.buffer).or_insert(None);
+            }
+            Op::Store { .. } => {
+                used.insert(store_target(graph, id)?.buffer, Some(id));
+            }
+            _ => {}
+        }
+    }
+    let shared =
+        used.iter().map(|(&b, &w)| Ok((b, w, backend.buffer(b)?))).collect::<Result<Vec<_>, BackendError>>()?;
+    let mut guards = Vec::with_capacity(shared.len());
+    for (_, writer, s) in &shared {
+        guards.push(match writer {
+            Some(_) => Guard::Write(s.write().unwrap_or_else(|e| e.into_inner())),
+            None => Guard::Read(s.read().unwrap_or_else(|e| e.into_inner())),
+        });
+    }
+    let mut mem = HashMap::with_capacity(guards.len());
+    for ((buffer, writer, _), guard) in shared.iter().zip(guards.iter_mut()) {
+        let m = match guard {
+            Guard::Read(g) => Mem::Read(g.bytes()),
+            Guard::Write(g) => Mem::Write(g.bytes_mut().ok_or_else(|| {
+                invalid(graph, writer.unwrap_or(0), format!("buffer {buffer:?} maps read-only host memory"))
+            })?),
+        };
+        mem.insert(*buffer, m);
+    }
+    let mut walker = Walker::new(graph, backend.kernels(), backend.threads(), mem);
+    walker.check_leaves()?;
+    backend.install(move || walker.run())
+}
+
+struct Walker<'a> {
+    graph: &'a Graph,
+    kernels: Kernels,
+    threads: usize,
+    mem: HashMap<BufferId, Mem<'a>>,
+    values: Vec<Option<Value>>,
+    /// The last node reading each node's value (the node itself when nothing does).
+    last_use: Vec<NodeId>,
+}
+
+impl<'a> Walker<'a> {
+    fn new(graph: &'a Graph, kernels: Kernels, threads: usize, mem: HashMap<BufferId, Mem<'a>>) -> Walker<'a> {
+        let mut last_use: Vec<NodeId> = (0..graph.len()).collect();
+        for (id, node) in graph.nodes().iter().enumerate() {
+            for &i in &node.inputs {
+                last_use[i] = id;
+            }
+        }
+        Walker { graph, kernels, threads, mem, values: vec![None; graph.len()], last_use }
+    }
+
+    fn buffer_len(&self, b: BufferId) -> usize {
+        match self.mem.get(&b) {
+            Some(Mem::Read(s)) => s.len(),
+            Some(Mem::Write(s)) => s.len(),
+            None => 0,
+        }
+    }
+
+    /// Every leaf lies inside its buffer.
+    fn check_leaves(&self) -> Result<(), BackendError> {
+        for (id, node) in self.graph.nodes().iter().enumerate() {
+            if let Op::Leaf(t) = node.op {
+                let len = stored_bytes(self.graph, id, node)?;
+                let size = self.buffer_len(t.buffer);
+                if t.offset.checked_add(len).is_none_or(|end| end > size) {
+                    return Err(BackendError::OutOfBounds { buffer: t.buffer, offset: t.offset, len, size });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&mut self) -> Result<(), BackendError> {
+        for id in 0..self.graph.len() {
+            let value = self.eval(id)?;
+            self.values[id] = Some(value);
+            let node = self.graph.node(id);
+            for &i in &node.inputs {
+                if self.last_use[i] == id {
+                    self.values[i] = None;
+                }
+            }
+            if self.last_use[id] == id {
+                self.values[id] = None;
+            }
+        }
+        Ok(())
+    }
+
+    fn value(&self, id: NodeId) -> Result<&Value, BackendError> {
+        self.values.get(id).and_then(|v| v.as_ref()).ok_or_else(|| internal(format!("value of node {id} is gone")))
+    }
+
+    fn stored(&self, buffer: BufferId, offset: usize, len: usize) -> Result<&[u8], BackendError> {
+        let all: &[u8] = match self.mem.get(&buffer) {
+            Some(Mem::Read(s)) => s,
+            Some(Mem::Write(s)) => s,
+            None => return Err(internal(format!("buffer {buffer:?} is not locked"))),
+        };
+        all.get(offset..offset + len).ok_or_else(|| internal("view outside its buffer"))
+    }
+
+    /// An input as f32 values (stored F32 bytes are borrowed when aligned).
+    fn f32s(&self, id: NodeId) -> Result<Cow<'_, [f32]>, BackendError> {
+        match self.value(id)? {
+            Value::Data { data, start, len } => Ok(Cow::Borrowed(&data[*start..*start + *len])),
+            Value::Stored { buffer, offset, len } => {
+                let bytes = self.stored(*buffer, *offset, *len)?;
+                if self.graph.node(id).dtype != DType::F32 {
+                    return Err(internal(format!("node {id} is not F32")));
+                }
+                Ok(match bytemuck::try_cast_slice::<u8, f32>(bytes) {
+                    Ok(v) => Cow::Borrowed(v),
+                    Err(_) => Cow::Owned(
+                        bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                    ),
+                })
+            }
+        }
+    }
+
+    /// An input as the bytes of its stored type (computed values are F32).
+    fn bytes(&self, id: NodeId) -> Result<&[u8], BackendError> {
+        match self.value(id)? {
+            Value::Data { data, start, len } => Ok(bytemuck::cast_slice(&data[*start..*start + *len])),
+            Value::Stored { buffer, offset, len } => self.stored(*buffer, *offset, *len),
+        }
+    }
+
+    fn i32s(&self, id: NodeId) -> Result<Vec<i32>, BackendError> {
+        Ok(self.bytes(id)?.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+
+    fn kv(&self, id: NodeId) -> Result<Kv<'_>, BackendError> {
+        Ok(match self.graph.node(id).dtype {
+            DType::F16 => Kv::F16(self.bytes(id)?),
+            _ => Kv::F32(self.f32s(id)?),
+        })
+    }
+
+    fn eval(&mut self, id: NodeId) -> Result<Value, BackendError> {
+        let graph = self.graph;
+        let node = graph.node(id);
+        match node.op {
+            Op::Leaf(t) => {
+                Ok(Value::Stored { buffer: t.buffer, offset: t.offset, len: stored_bytes(graph, id, node)? })
+            }
+            Op::Reshape => Ok(self.value(node.inputs[0])?.clone()),
+            Op::SliceRows { start, len } => {
+                let src = graph.node(node.inputs[0]);
+                let row_elems = src.shape.count() / src.shape.dims().first().copied().unwrap_or(1).max(1);
+                let bytes =
+                    |n: usize| src.dtype.bytes_for(n * row_elems).map_err(|e| invalid(graph, id, e.to_string()));
+                Ok(match self.value(node.inputs[0])?.clone() {
+                    Value::Data { data, start: s, .. } => {
+                        Value::Data { data, start: s + start * row_elems, len: len * row_elems }
+                    }
+                    Value::Stored { buffer, offset, .. } => {
+                        Value::Stored { buffer, offset: offset + bytes(start)?, len: bytes(len)? }
+                    }
+                })
+            }
+            Op::Store { row } => self.store(id, row),
+            _ => {
+                let data = self.compute(node).map_err(|m| invalid(graph, id, m))?;
+                let len = data.len();
+                Ok(Value::Data { data: Arc::new(data), start: 0, len })
+            }
+        }
+    }
+
+    fn store(&mut self, id: NodeId, row: usize) -> Result<Value, BackendError> {
+        let graph = self.graph;
+        let node = graph.node(id);
+        let (src_id, dst_id) = (node.inputs[0], node.inputs[1]);
+        let target = self.value(dst_id)?.clone();
+        let Value::Stored { buffer, offset, len } = target else {
+            return Err(invalid(graph, id, "destination is not stored in a buffer"));
+        };
+        // Hold the source independently of `self`, whose destination is borrowed mutably next: a
+        // computed source through its own reference count, a stored one (possibly in the same
+        // buffer) as a copy.
+        let src_value = self.value(src_id)?.clone();
+        let copy;
+        let src: &[f32] = match &src_value {
+            Value::Data { data, start, len } => &data[*start..*start + *len],
+            Value::Stored { .. } => {
+                copy = self.f32s(src_id)?.into_owned();
+                &copy
+            }
+        };
+        let dst = match self.mem.get_mut(&buffer) {
+            Some(Mem::Write(s)) => s.get_mut(offset..offset + len).ok_or_else(|| internal("store outside buffer"))?,
+            _ => return Err(internal(format!("buffer {buffer:?} is not writable"))),
+        };
+        rows::store(src, dst, node.dtype, row, node.shape.cols()).map_err(|m| invalid(graph, id, m))?;
+        Ok(target)
+    }
+
+    fn compute(&self, node: &Node) -> Result<Vec<f32>, String> {
+        let graph = self.graph;
+        let err = |e: BackendError| e.to_string();
+        let input = |i: usize| graph.node(node.inputs[i]);
+        let f32_in = |i: usize| self.f32s(node.inputs[i]).map_err(err);
+        let cols = node.shape.cols();
+        match node.op {
+            Op::Add => Ok(elementwise::add(&f32_in(0)?, &f32_in(1)?)),
+            Op::Mul => Ok(elementwise::mul(&f32_in(0)?, &f32_in(1)?)),
+            Op::Scale { factor } => Ok(elementwise::scale(&f32_in(0)?, factor)),
+            Op::SwiGlu => Ok(elementwise::swiglu(&f32_in(0)?, &f32_in(1)?)),
+            Op::GeGlu => Ok(elementwise::geglu(&f32_in(0)?, &f32_in(1)?)),
+            Op::RmsNorm { eps } => Ok(norm::rms_norm(&f32_in(0)?, &f32_in(1)?, cols, eps)),
+            Op::Rope { head_dim, rot_dims, base, freq_scale, style } => {
+                let pos = self.i32s(node.inputs[1]).map_err(err)?;
+                let params = rope::RopeParams { head_dim, rot_dims, base, freq_scale, style };
+                Ok(rope::rope(&f32_in(0)?, &pos, cols, &params))
+            }
+            Op::MatMul => {
+                let w = input(1);
+                let (m, k) = (w.shape.dims()[0], w.shape.cols());
+                let wb = self.bytes(node.inputs[1]).map_err(err)?;
+                matmul::mat_mul(&self.kernels, self.threads, &f32_in(0)?, k, wb, w.dtype, m)
+            }
+            Op::GetRows => {
+                let t = input(0);
+                let ids = self.i32s(node.inputs[1]).map_err(err)?;
+                let table = self.bytes(node.inputs[0]).map_err(err)?;
+                rows::get_rows(table, t.dtype, t.shape.dims()[0], t.shape.cols(), &ids)
+            }
+            Op::Attention { n_heads, n_kv_heads, head_dim, scale, window } => {
+                let q = f32_in(0)?;
+                let k = self.kv(node.inputs[1]).map_err(err)?;
+                let v = self.kv(node.inputs[2]).map_err(err)?;
+                let pos = self.i32s(node.inputs[3]).map_err(err)?;
+                let shape = AttentionShape {
+                    n_heads,
+                    n_kv_heads,
+                    head_dim,
+                    scale,
+                    window,
+                    cache_rows: input(1).shape.dims()[0],
+                };
+                attention::attention(self.kernels.vec_fns(), &q, &k, &v, &pos, &shape)
+            }
+            Op::Leaf(_) | Op::Reshape | Op::SliceRows { .. } | Op::Store { .. } => {
+                Err(format!("{} is not computed", node.op.name()))
+            }
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Scalar kernels over plain float rows: the dot products of F32, F16 and BF16 weights (whose
+//! activations were converted to the same type, as ggml does), and the f32-by-f16/f32 helpers
+//! attention uses.
+//!
+//! Eight independent accumulators keep the summation order close to the SIMD kernels' and let
+//! the compiler vectorize.
+
+use half::{bf16, f16};
+
+#[inline(always)]
+fn sum8(lanes: [f32; 8]) -> f32 {
+    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+}
+
+#[inline(always)]
+fn dot_by<const B: usize>(w: &[u8], x: &[u8], get: impl Fn(&[u8]) -> f32) -> f32 {
+    let n = (w.len() / B).min(x.len() / B);
+    let (w, x) = (&w[..n * B], &x[..n * B]);
+    let mut acc = [0f32; 8];
+    let mut wc = w.chunks_exact(8 * B);
+    let mut xc = x.chunks_exact(8 * B);
+    for (wb, xb) in (&mut wc).zip(&mut xc) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += get(&wb[l * B..]) * get(&xb[l * B..]);
+        }
+    }
+    let mut tail = 0f32;
+    for (wb, xb) in wc.remainder().chunks_exact(B).zip(xc.remainder().chunks_exact(B)) {
+        tail += get(wb) * get(xb);
+    }
+    sum8(acc) + tail
+}
+
+pub(crate) fn dot_f32_scalar(w: &[u8], x: &[u8]) -> f32 {
+    dot_by::<4>(w, x, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+pub(crate) fn dot_f16_scalar(w: &[u8], x: &[u8]) -> f32 {
+    dot_by::<2>(w, x, |b| f16::from_le_bytes([b[0], b[1]]).to_f32_const())
+}
+
+pub(crate) fn dot_bf16_scalar(w: &[u8], x: &[u8]) -> f32 {
+    dot_by::<2>(w, x, |b| bf16::from_le_bytes([b[0], b[1]]).to_f32_const())
+}
+
+/// `q · k` for an f32 query and an f32 key row.
+pub(crate) fn dot_f32_f32(q: &[f32], k: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut qc = q.chunks_exact(8);
+    let mut kc = k.chunks_exact(8);
+    for (a, b) in (&mut qc).zip(&mut kc) {
+        for l in 0..8 {
+            acc[l] += a[l] * b[l];
+        }
+    }
+    let tail: f32 = qc.remainder().iter().zip(kc.remainder()).map(|(a, b)| a * b).sum();
+    sum8(acc) + tail
+}
+
+/// `q · k` for an f32 query and a key row of little-endian f16 bytes.
+pub(crate) fn dot_f32_f16(q: &[f32], k: &[u8]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut qc = q.chunks_exact(8);
+    let mut kc = k.chunks_exact(16);
+    for (a, b) in (&mut qc).zip(&mut kc) {
+        for l in 0..8 {
+            acc[l] += a[l] * f16::from_le_bytes([b[2 * l], b[2 * l + 1]]).to_f32_const();
+        }
+    }
+    let tail: f32 = qc
+        .remainder()
+        .iter()
+        .zip(kc.remainder().chunks_exact(2))
+        .map(|(a, b)| a * f16::from_le_bytes([b[0], b[1]]).to_f32_const())
+        .sum();
+    sum8(acc) + tail
+}
+
+/// `out += p * v` for an f32 value row.
+pub(crate) fn axpy_f32(out: &mut [f32], p: f32, v: &[f32]) {
+    for (o, x) in out.iter_mut().zip(v) {
+        *o += p * x;
+    }
+}
+
+/// `out += p * v` for a value row of little-endian f16 bytes.
+pub(crate) fn axpy_f16(out: &mut [f32], p: f32, v: &[u8]) {
+    for (o, x) in out.iter_mut().zip(v.chunks_exact(2)) {
+        *o += p * f16::from_le_bytes([x[0], x[1]]).to_f32_const();
+    }
+}
+
+/// The float helpers of one instruction set.
+#[derive(Clone, Copy)]
+pub(crate) struct VecFns {
+    pub dot_f32: fn(&[f32], &[f32]) -> f32,
+    pub dot_f16: fn(&[f32], &[u8]) -> f32,
+    pub axpy_f32: fn(&mut [f32], f32, &[f32]),
+    pub axpy_f16: fn(&mut [f32], f32, &[u8]),
+}
+
+pub(crate) const SCALAR_VEC_FNS: VecFns = VecFns { dot_f32: dot_f32_f32, dot_f16: dot_f32_f16, axpy_f32, axpy_f16 };

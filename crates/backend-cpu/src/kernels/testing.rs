@@ -1,0 +1,115 @@
+//! Test helpers: random blocks of every type, and the SIMD-against-scalar comparison every SIMD
+//! kernel goes through.
+
+use half::{bf16, f16};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tessera_core::DType;
+
+use super::float::{VecFns, SCALAR_VEC_FNS};
+use super::{quantize_row, scalar_dot, vec_dot_type, Dot4Fn, DotFn};
+
+/// Byte offsets of the f16 scale fields of one block (the Q8_K scale is an f32 at 0, the MXFP4
+/// one an E8M0 byte at 0).
+fn f16_scale_fields(d: DType) -> &'static [usize] {
+    use DType::*;
+    match d {
+        Q4_0 | Q5_0 | Q8_0 => &[0],
+        Q4_1 | Q5_1 | Q8_1 | Q4_K | Q5_K => &[0, 2],
+        Q2_K => &[80, 82],
+        Q3_K => &[108],
+        Q6_K => &[208],
+        _ => &[],
+    }
+}
+
+/// A row of `cols` values of type `d`: random floats for plain types, random bytes with sane
+/// scales for block types.
+pub(crate) fn random_row(d: DType, cols: usize, rng: &mut StdRng) -> Vec<u8> {
+    match d {
+        DType::F32 => (0..cols).flat_map(|_| rng.gen_range(-1.0f32..1.0).to_le_bytes()).collect(),
+        DType::F16 => (0..cols).flat_map(|_| f16::from_f32(rng.gen_range(-1.0..1.0)).to_le_bytes()).collect(),
+        DType::BF16 => (0..cols).flat_map(|_| bf16::from_f32(rng.gen_range(-1.0..1.0)).to_le_bytes()).collect(),
+        _ => {
+            let bytes = d.bytes_for(cols).unwrap_or(0);
+            let mut row: Vec<u8> = (0..bytes).map(|_| rng.gen()).collect();
+            for block in row.chunks_exact_mut(d.block_bytes()) {
+                for &at in f16_scale_fields(d) {
+                    let v = f16::from_f32(rng.gen_range(0.002f32..0.02));
+                    block[at..at + 2].copy_from_slice(&v.to_le_bytes());
+                }
+                match d {
+                    DType::Q8_K => block[0..4].copy_from_slice(&rng.gen_range(0.002f32..0.02).to_le_bytes()),
+                    DType::MXFP4 => block[0] = rng.gen_range(118..=127),
+                    _ => {}
+                }
+            }
+            row
+        }
+    }
+}
+
+pub(crate) fn random_f32(n: usize, rng: &mut StdRng) -> Vec<f32> {
+    (0..n).map(|_| rng.gen_range(-2.0f32..2.0)).collect()
+}
+
+/// Checks `f` against the scalar kernel for `w` on random rows of several lengths.
+pub(crate) fn check_against_scalar(w: DType, f: DotFn, label: &str) {
+    let mut rng = StdRng::seed_from_u64(7 + w as u64);
+    let (Some(vdt), Some(scalar)) = (vec_dot_type(w), scalar_dot(w)) else { return };
+    let bl = w.block_len().max(vdt.block_len());
+    for blocks in [1usize, 2, 3, 5, 8, 17] {
+        let cols = if bl == 1 { blocks * 13 } else { blocks * bl };
+        for _ in 0..4 {
+            let wr = random_row(w, cols, &mut rng);
+            let x = random_f32(cols, &mut rng);
+            let mut xq = vec![0u8; vdt.bytes_for(cols).unwrap_or(0)];
+            quantize_row(vdt, &x, &mut xq);
+            let (got, want) = (f(&wr, &xq), scalar(&wr, &xq));
+            let tol = 1e-5 * (want.abs() + 1.0) * (blocks as f32).sqrt();
+            assert!((got - want).abs() <= tol, "{label} {w} x {cols}: {got} vs scalar {want}");
+        }
+    }
+}
+
+/// Checks that `f4` gives exactly what `f` gives, row by row.
+pub(crate) fn check_four_rows(w: DType, f: DotFn, f4: Dot4Fn) {
+    let mut rng = StdRng::seed_from_u64(11 + w as u64);
+    let Some(vdt) = vec_dot_type(w) else { return };
+    for blocks in [1usize, 2, 3, 8, 17] {
+        let cols = blocks * w.block_len().max(vdt.block_len());
+        let wr = random_row(w, cols, &mut rng);
+        let xs: Vec<Vec<u8>> = (0..4)
+            .map(|_| {
+                let mut xq = vec![0u8; vdt.bytes_for(cols).unwrap_or(0)];
+                quantize_row(vdt, &random_f32(cols, &mut rng), &mut xq);
+                xq
+            })
+            .collect();
+        let got = f4(&wr, [&xs[0], &xs[1], &xs[2], &xs[3]]);
+        for (r, x) in xs.iter().enumerate() {
+            assert_eq!(got[r].to_bits(), f(&wr, x).to_bits(), "{w} x {cols}, row {r}");
+        }
+    }
+}
+
+/// Checks the attention helpers of an instruction set against the scalar ones.
+pub(crate) fn check_vec_fns(v: VecFns) {
+    let mut rng = StdRng::seed_from_u64(99);
+    for n in [1usize, 7, 8, 16, 33, 64, 100] {
+        let q = random_f32(n, &mut rng);
+        let k = random_f32(n, &mut rng);
+        let kh: Vec<u8> = k.iter().flat_map(|x| f16::from_f32(*x).to_le_bytes()).collect();
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * (b.abs() + n as f32);
+        assert!(close((v.dot_f32)(&q, &k), (SCALAR_VEC_FNS.dot_f32)(&q, &k)), "dot_f32 n={n}");
+        assert!(close((v.dot_f16)(&q, &kh), (SCALAR_VEC_FNS.dot_f16)(&q, &kh)), "dot_f16 n={n}");
+        let (mut a, mut b) = (q.clone(), q.clone());
+        (v.axpy_f32)(&mut a, 0.7, &k);
+        (SCALAR_VEC_FNS.axpy_f32)(&mut b, 0.7, &k);
+        assert!(a.iter().zip(&b).all(|(x, y)| close(*x, *y)), "axpy_f32 n={n}");
+        let (mut a, mut b) = (q.clone(), q.clone());
+        (v.axpy_f16)(&mut a, -1.3, &kh);
+        (SCALAR_VEC_FNS.axpy_f16)(&mut b, -1.3, &kh);
+        assert!(a.iter().zip(&b).all(|(x, y)| close(*x, *y)), "axpy_f16 n={n}");
+    }
+}

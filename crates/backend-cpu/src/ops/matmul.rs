@@ -1,0 +1,144 @@
+//! MatMul: `y = x · wᵀ` with `w` read in its stored type, never dequantized as a whole.
+//!
+//! Each activation row is converted once to the weight type's vec-dot type (Q8_0, Q8_1, Q8_K,
+//! f16, ...); then every output is one block-wise dot product. The work is cut into tiles of
+//! four activation rows by a run of weight rows: inside a tile each weight block is unpacked once
+//! and multiplied with all four rows (the `dot4` kernels, where the type has one; otherwise it is
+//! reused from L1); consecutive tiles of one thread share their weight rows, so a weight matrix
+//! streams from memory about once per thread even for long prompts. Four-row and one-row kernels
+//! compute each row identically, so results do not depend on how rows were grouped.
+
+use rayon::prelude::*;
+use tessera_core::DType;
+
+use crate::kernels::Kernels;
+
+/// Activation rows per tile.
+const TILE_ROWS: usize = 4;
+/// Bytes of weight rows a tile aims to keep in a core's L2 cache.
+const TILE_WEIGHT_BYTES: usize = 256 * 1024;
+
+/// The `[n, m]` output, written by tasks that each own a disjoint set of elements.
+struct Output {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: tasks only write through `Output::write`, each to elements no other task writes, and
+// the vector it points into outlives them all (it is only read after the parallel loop).
+unsafe impl Sync for Output {}
+
+impl Output {
+    /// # Safety
+    /// No other thread may access element `i` while this call runs.
+    unsafe fn write(&self, i: usize, v: f32) {
+        assert!(i < self.len, "output index {i} out of {}", self.len);
+        // SAFETY: `i` is in bounds (checked above) and exclusively this caller's (the contract).
+        unsafe { self.ptr.add(i).write(v) }
+    }
+}
+
+/// `x` is `[n, k]` f32 and `w` holds `m` rows of `k` values of `wtype`; returns `[n, m]`.
+pub(crate) fn mat_mul(
+    kernels: &Kernels,
+    threads: usize,
+    x: &[f32],
+    k: usize,
+    w: &[u8],
+    wtype: DType,
+    m: usize,
+) -> Result<Vec<f32>, String> {
+    let (vdt, dot) = kernels.dot(wtype).ok_or_else(|| format!("no kernel for {wtype} weights"))?;
+    let dot4 = kernels.dot4(wtype);
+    let n = x.len().checked_div(k).unwrap_or(0);
+    let mut out = vec![0f32; n * m];
+    if n == 0 || m == 0 {
+        return Ok(out);
+    }
+    let wrow = wtype.bytes_for(k).map_err(|e| e.to_string())?;
+    let xrow = vdt.bytes_for(k).map_err(|e| e.to_string())?;
+    if w.len() < m * wrow {
+        return Err(format!("weight holds {} bytes, {m} rows of {k} {wtype} need {}", w.len(), m * wrow));
+    }
+
+    let mut xq = vec![0u8; n * xrow];
+    xq.par_chunks_mut(xrow).zip(x.par_chunks(k)).with_min_len(8).for_each(|(o, x)| kernels.quantize(vdt, x, o));
+
+    let groups = n.div_ceil(TILE_ROWS);
+    let want_chunks = (4 * threads.max(1)).div_ceil(groups);
+    let cols = (TILE_WEIGHT_BYTES / wrow).max(8).min(m.div_ceil(want_chunks)).max(1);
+    let chunks = m.div_ceil(cols);
+    let output = Output { ptr: out.as_mut_ptr(), len: out.len() };
+    let output = &output;
+    let (w, xq) = (&w[..m * wrow], &xq[..]);
+    // Task t covers column chunk t / groups and row group t % groups, so the contiguous task
+    // ranges rayon hands each thread reuse the same weight rows.
+    (0..groups * chunks).into_par_iter().for_each(|t| {
+        let (c, g) = (t / groups, t % groups);
+        let (m0, m1) = (c * cols, ((c + 1) * cols).min(m));
+        let (n0, n1) = (g * TILE_ROWS, ((g + 1) * TILE_ROWS).min(n));
+        let xs = &xq[n0 * xrow..n1 * xrow];
+        let row = |i: usize| &xs[i * xrow..(i + 1) * xrow];
+        let quad = dot4.filter(|_| n1 - n0 == 4).map(|f| (f, [row(0), row(1), row(2), row(3)]));
+        for (j, wr) in w[m0 * wrow..m1 * wrow].chunks_exact(wrow).enumerate() {
+            let put = |i: usize, y: f32| {
+                // SAFETY: element ((n0 + i), (m0 + j)) belongs to tile (c, g) alone.
+                unsafe { output.write((n0 + i) * m + m0 + j, y) };
+            };
+            match quad {
+                Some((dot4, rows)) => dot4(wr, rows).into_iter().enumerate().for_each(|(i, y)| put(i, y)),
+                None => xs.chunks_exact(xrow).enumerate().for_each(|(i, xr)| put(i, dot(wr, xr))),
+            }
+        }
+    });
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::Isa;
+
+    #[test]
+    fn f32_matmul_matches_hand_computation() {
+        let x = [1.0f32, 2.0, 3.0, -1.0, 0.5, 2.0];
+        let w: Vec<u8> = [1.0f32, 0.0, 0.0, 0.0, 1.0, 1.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        for isa in [Isa::Scalar, Isa::detect()] {
+            let k = Kernels::new(isa).unwrap();
+            let y = mat_mul(&k, 2, &x, 3, &w, DType::F32, 2).unwrap();
+            assert_eq!(y, vec![1.0, 5.0, -1.0, 2.5]);
+        }
+    }
+
+    #[test]
+    fn rows_do_not_depend_on_their_batch() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let k = Kernels::new(Isa::detect()).unwrap();
+        for wtype in [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::F16] {
+            let (m, cols, n) = (19, 256, 9);
+            let w: Vec<u8> = (0..m).flat_map(|_| crate::kernels::testing::random_row(wtype, cols, &mut rng)).collect();
+            let x = crate::kernels::testing::random_f32(n * cols, &mut rng);
+            let all = mat_mul(&k, 2, &x, cols, &w, wtype, m).unwrap();
+            for (r, xr) in x.chunks(cols).enumerate() {
+                let one = mat_mul(&k, 2, xr, cols, &w, wtype, m).unwrap();
+                assert_eq!(one, all[r * m..(r + 1) * m], "{wtype} row {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_tile_shape_covers_the_output() {
+        let k = Kernels::new(Isa::detect()).unwrap();
+        for (n, m) in [(1, 1), (1, 100), (3, 7), (9, 33), (17, 5)] {
+            let x = vec![1.0f32; n * 32];
+            let w: Vec<u8> = (0..m * 32).flat_map(|i| ((i / 32) as f32).to_le_bytes()).collect();
+            let y = mat_mul(&k, 3, &x, 32, &w, DType::F32, m).unwrap();
+            for r in 0..n {
+                for c in 0..m {
+                    assert_eq!(y[r * m + c], 32.0 * c as f32, "n={n} m={m} ({r},{c})");
+                }
+            }
+        }
+    }
+}
