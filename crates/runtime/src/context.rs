@@ -67,7 +67,10 @@ impl LoadedModel {
             return Err(RuntimeError::Invalid("batch size must be at least 1".into()));
         }
         if !matches!(options.kv_type, DType::F16 | DType::F32) {
-            return Err(RuntimeError::Invalid(format!("KV cache type {} is not supported (f16, f32)", options.kv_type)));
+            return Err(RuntimeError::Invalid(format!(
+                "KV cache type {} is not supported (f16, f32)",
+                options.kv_type
+            )));
         }
         let kv = KvCache::new(&self.backend, cfg.n_layers, n_ctx, cfg.kv_dim(), options.kv_type)?;
         Ok(Context { model: self, kv, n_past: 0, n_batch: options.n_batch })

@@ -46,7 +46,11 @@ pub fn perplexity(
             2 * n_ctx
         )));
     }
-    let mut ctx = model.new_context(ContextOptions { n_ctx, n_batch: options.n_batch.min(n_ctx), ..ContextOptions::default() })?;
+    let mut ctx = model.new_context(ContextOptions {
+        n_ctx,
+        n_batch: options.n_batch.min(n_ctx),
+        ..ContextOptions::default()
+    })?;
     let first = n_ctx / 2;
     let vocab = model.config().vocab_size;
     let (mut nll, mut nll2, mut count) = (0f64, 0f64, 0usize);
