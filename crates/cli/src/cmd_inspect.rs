@@ -51,7 +51,8 @@ pub fn run(args: InspectArgs) -> Result<()> {
     }
     match Tokenizer::from_source(&source) {
         Ok(t) => {
-            println!("tokenizer:    {} tokens, bos {:?}, eos {:?}", t.vocab_size(), t.bos_id(), t.eos_id());
+            let id = |i: Option<u32>| i.map_or("none".to_string(), |i| i.to_string());
+            println!("tokenizer:    {} tokens, bos {}, eos {}", t.vocab_size(), id(t.bos_id()), id(t.eos_id()));
             match t.chat_template_source() {
                 Some(tpl) => println!(
                     "chat template: {} characters, starts {:?}",

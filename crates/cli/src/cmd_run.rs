@@ -76,7 +76,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         bail!("give a prompt with -p, or --chat for an interactive chat");
     }
     let model = load_model(&args.compute)?;
-    let mut ctx = model.new_context(ContextOptions { n_ctx: args.ctx_size, n_batch: args.batch_size })?;
+    let mut ctx = model.new_context(ContextOptions {
+        n_ctx: args.ctx_size,
+        n_batch: args.batch_size,
+        ..ContextOptions::default()
+    })?;
     let mut sampler = Sampler::new(sampler_options);
     match (&args.prompt, args.chat) {
         (Some(prompt), false) => {

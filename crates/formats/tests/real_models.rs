@@ -1,8 +1,6 @@
 //! Reads the real test models: metadata as llama.cpp wrote it, every tensor dequantizable, and a
 //! rewrite through GgufWriter that reads back identically.
 
-mod common;
-
 use tessera_core::DType;
 use tessera_formats::{GgufWriter, ModelSource, Origin};
 
@@ -23,7 +21,7 @@ fn dequantize_all(src: &ModelSource) {
 
 #[test]
 fn smollm2_q4_1() {
-    let Some(path) = common::test_model("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let Some(path) = tessera_testkit::test_model("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
     let src = ModelSource::open(&path).unwrap();
     assert_eq!(src.origin, Origin::Gguf { version: 3 });
     let m = &src.metadata;
@@ -59,7 +57,7 @@ fn smollm2_q4_1() {
 
 #[test]
 fn gemma3_270m_q4_k_m() {
-    let Some(path) = common::test_model("gemma-3-270m-Q4_K_M.gguf") else { return };
+    let Some(path) = tessera_testkit::test_model("gemma-3-270m-Q4_K_M.gguf") else { return };
     let src = ModelSource::open(&path).unwrap();
     let m = &src.metadata;
     assert_eq!(m.architecture(), Ok("gemma3"));

@@ -35,9 +35,10 @@ impl LoadedModel {
     ) -> Result<LoadedModel, RuntimeError> {
         let start = Instant::now();
         let source = ModelSource::open(path)?;
-        let tokenizer = Tokenizer::from_source(&source)?;
+        // The architecture first: an unsupported model is the error worth reporting.
         let mut weights = DeviceWeights::new(backend.clone());
         let model = tessera_models::load(&source, &mut weights)?;
+        let tokenizer = Tokenizer::from_source(&source)?;
         Ok(LoadedModel { model, tokenizer, backend, cpu_fallback, weights, load_time: start.elapsed(), source })
     }
 

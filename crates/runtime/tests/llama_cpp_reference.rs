@@ -2,7 +2,6 @@
 //! perplexity. Fixtures and the scripts that made them: tests/fixtures/{greedy,ppl},
 //! scripts/fixtures/reference.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -10,7 +9,7 @@ use tessera_backend_cpu::CpuBackend;
 use tessera_runtime::{
     generate, ContextOptions, GenerateOptions, LoadedModel, PerplexityOptions, Sampler, SamplerOptions,
 };
-use tessera_testkit::{fixtures_dir, test_model, GEMMA3_270M, SMOLLM2};
+use tessera_testkit::{fixtures_dir, ids, read_json as fixture, test_model, GEMMA3_270M, SMOLLM2};
 
 /// Largest top-1 vs runner-up logit margin (in llama.cpp's run) at which Tessera's greedy choice
 /// may differ from llama.cpp's. Measured on these Q4 models: Tessera's logits for llama.cpp's top
@@ -23,15 +22,6 @@ const NEAR_TIE: f64 = 0.4;
 fn load(file: &str) -> Option<LoadedModel> {
     let path = test_model(file)?;
     Some(LoadedModel::load(&path, Arc::new(CpuBackend::new(2)), None).expect("model loads"))
-}
-
-fn fixture(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).expect("fixture is JSON")
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().expect("array of ids").iter().map(|x| x.as_u64().expect("id") as u32).collect()
 }
 
 fn floats(v: &Value) -> Vec<f64> {

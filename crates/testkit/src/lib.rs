@@ -38,3 +38,15 @@ pub fn fixtures_dir() -> PathBuf {
 /// File names of the models `tessera pull` fetches, as the tests refer to them.
 pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const GEMMA3_270M: &str = "gemma-3-270m-Q4_K_M.gguf";
+
+/// Reads a JSON fixture, panicking with the path on failure (tests only).
+pub fn read_json(path: impl AsRef<std::path::Path>) -> serde_json::Value {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A JSON array of token ids.
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().expect("an id list").iter().map(|x| x.as_u64().expect("an id") as u32).collect()
+}

@@ -98,7 +98,8 @@ impl Hp<'_> {
     /// transformers 5 moved RoPE settings into `rope_parameters`, per layer kind for models
     /// with local and global layers; answers the older keys from there.
     fn rope_parameter(&self, key: &str) -> Option<Json> {
-        let params = [self.text, self.root].into_iter().find_map(|v| v.get("rope_parameters").filter(|p| p.is_object()))?;
+        let params =
+            [self.text, self.root].into_iter().find_map(|v| v.get("rope_parameters").filter(|p| p.is_object()))?;
         let global = params.get("full_attention").unwrap_or(params);
         match key {
             "rope_theta" => global.get("rope_theta").cloned(),

@@ -1,0 +1,141 @@
+//! The `tessera` binary end to end: real models, Hugging Face directories, and its errors.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use tessera_formats::{GgufWriter, Metadata, Value};
+use tessera_testkit::{fixtures_dir, models_dir, test_model, SMOLLM2};
+
+fn tessera(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .env("TESSERA_MODELS_DIR", models_dir())
+        .output()
+        .expect("tessera starts")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A failed command exits 1 with one line on stderr that starts `error:` and contains `needle`.
+fn assert_one_line_error(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "exit status; stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line expected, got: {err}");
+    assert!(err.starts_with("error: ") && err.contains(needle), "{err:?} should mention {needle:?}");
+}
+
+#[test]
+fn run_continues_the_capital_of_france_with_paris() {
+    if test_model(SMOLLM2).is_none() {
+        return;
+    }
+    let o = tessera(&["run", "-m", "smollm2", "-p", "The capital of France is", "-n", "16", "--temp", "0", "-t", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with(" Paris."), "{:?}", stdout(&o));
+    assert!(stderr(&o).contains("tok/s"), "timings are printed: {}", stderr(&o));
+}
+
+#[test]
+fn chat_applies_the_model_template() {
+    if test_model(SMOLLM2).is_none() {
+        return;
+    }
+    let q = "What is the capital of France? Answer in one sentence.";
+    let o = tessera(&["run", "--chat", "-p", q, "-n", "32", "--temp", "0", "-t", "2", "--no-perf"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // llama.cpp's reply for the same template and prompt (tests/fixtures/greedy/smollm2.json).
+    assert_eq!(stdout(&o).trim(), "The capital of France is Paris.");
+}
+
+#[test]
+fn tokenize_prints_llama_cpp_ids() {
+    if test_model(SMOLLM2).is_none() {
+        return;
+    }
+    let o = tessera(&["tokenize", "-m", "smollm2", "The capital of France is"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "[504,3575,282,4649,314]");
+}
+
+#[test]
+fn inspect_describes_the_model() {
+    if test_model(SMOLLM2).is_none() {
+        return;
+    }
+    let o = tessera(&["inspect", "smollm2"]);
+    let out = stdout(&o).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(o.status.success(), "{}", stderr(&o));
+    for needle in ["architecture: llama", "layers: 30", "49152 tokens", "chat template:", "q4_1", "q8_0", "GGUF v3"] {
+        assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
+    }
+}
+
+#[test]
+fn hugging_face_directories_run_and_score() {
+    let dir = fixtures_dir().join("hf/qwen3");
+    let dir = dir.to_str().expect("utf-8 path");
+    let o = tessera(&["run", "-m", dir, "-p", "The Licensor", "-n", "4", "--temp", "0", "--no-perf"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = fixtures_dir().join("text/ppl.txt");
+    let o = tessera(&["eval", "ppl", "-m", dir, "-f", text.to_str().expect("utf-8"), "-c", "64", "--chunks", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Final estimate: PPL = "), "{}", stdout(&o));
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_exit_1() {
+    assert_one_line_error(&tessera(&["run", "-m", "/no/such/model.gguf", "-p", "x"]), "/no/such/model.gguf");
+    assert_one_line_error(&tessera(&["run", "--no-such-flag"]), "--no-such-flag");
+    assert_one_line_error(&tessera(&["inspect", "not-a-known-name"]), "smollm2");
+    let hf = fixtures_dir().join("hf/llama");
+    let hf = hf.to_str().expect("utf-8");
+    assert_one_line_error(&tessera(&["run", "-m", hf, "-p", "x", "--backend", "tpu"]), "unknown backend");
+    assert_one_line_error(&tessera(&["run", "-m", hf, "-p", "x", "--top-p", "1.5"]), "top-p");
+    assert_one_line_error(&tessera(&["run", "-m", hf, "-p", "x", "-t", "0"]), "threads");
+
+    let dir = std::env::temp_dir().join(format!("tessera-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut meta = Metadata::new();
+    meta.insert("general.architecture", Value::String("mamba9".into()));
+    let path = dir.join("unknown-arch.gguf");
+    let mut w = GgufWriter::new();
+    w.add_all_metadata(&meta).expect("metadata");
+    w.write_file(&path).expect("write gguf");
+    assert_one_line_error(&tessera(&["run", "-m", path.to_str().expect("utf-8"), "-p", "x"]), "mamba9");
+
+    let garbage = dir.join("garbage.gguf");
+    std::fs::write(&garbage, b"GGUF\x03\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff").expect("write");
+    assert_one_line_error(&tessera(&["inspect", garbage.to_str().expect("utf-8")]), "garbage.gguf");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["tokenize", "--help"],
+        &["inspect", "--help"],
+        &["eval", "ppl", "--help"],
+        &["pull", "--help"],
+        &["devices", "--help"],
+    ] {
+        let o = tessera(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert!(stdout(&o).contains("Usage:"), "{args:?}");
+    }
+}
+
+#[test]
+fn devices_lists_the_cpu() {
+    let o = tessera(&["devices"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).starts_with("cpu"), "{}", stdout(&o));
+    assert!(Path::new(env!("CARGO_BIN_EXE_tessera")).exists());
+}
