@@ -253,7 +253,7 @@ fn attention(
         for h in 0..heads {
             let qrow = &q[n * width + h * hd..][..hd];
             let off = (h / group) * hd;
-            let visible: Vec<usize> = (0..=p).filter(|&j| window.map_or(true, |w| p - j < w)).collect();
+            let visible: Vec<usize> = (0..=p).filter(|&j| window.is_none_or(|w| p - j < w)).collect();
             let scores: Vec<f64> = visible
                 .iter()
                 .map(|&j| {

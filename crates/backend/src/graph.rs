@@ -305,6 +305,7 @@ impl GraphBuilder {
         Ok(self.push(op, vec![x, w], DType::F32, sx))
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn rope(
         &mut self,
         x: NodeId,
@@ -320,7 +321,12 @@ impl GraphBuilder {
         self.expect_dtype(&op, pos, &[DType::I32], "pos")?;
         let sx = self.get(x)?.shape.clone();
         let n = self.get(pos)?.shape.count();
-        if head_dim == 0 || rot_dims == 0 || rot_dims > head_dim || rot_dims % 2 != 0 || sx.cols() % head_dim != 0 {
+        if head_dim == 0
+            || rot_dims == 0
+            || rot_dims > head_dim
+            || !rot_dims.is_multiple_of(2)
+            || sx.cols() % head_dim != 0
+        {
             return Err(invalid(&op, format!("head_dim {head_dim}, rot_dims {rot_dims} do not fit rows of {sx}")));
         }
         if sx.rows() != n {
@@ -350,7 +356,7 @@ impl GraphBuilder {
         if self.dtype(k) != self.dtype(v) || sk != sv {
             return Err(invalid(&op, format!("k {sk} and v {sv} must match in type and shape")));
         }
-        if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 || head_dim == 0 {
+        if n_heads == 0 || n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) || head_dim == 0 {
             return Err(invalid(&op, format!("{n_heads} heads cannot share {n_kv_heads} KV heads")));
         }
         if sq.rank() != 2 || sq.cols() != n_heads * head_dim || sk.rank() != 2 || sk.cols() != n_kv_heads * head_dim {
@@ -416,6 +422,43 @@ impl fmt::Display for Graph {
     }
 }
 
+impl GraphBuilder {
+    /// Adds `op` over `inputs`, checked like the typed methods; `shape` is used by `Reshape` and
+    /// `Leaf` (with `dtype`) only. Lets code that rewrites graphs copy nodes generically.
+    pub fn add_op(&mut self, op: &Op, inputs: &[NodeId], dtype: DType, shape: &Shape) -> Result<NodeId, GraphError> {
+        let arity = match op {
+            Op::Leaf(_) => 0,
+            Op::Scale { .. } | Op::SliceRows { .. } | Op::Reshape => 1,
+            Op::Attention { .. } => 4,
+            _ => 2,
+        };
+        if inputs.len() != arity {
+            return Err(invalid(op, format!("takes {arity} inputs, got {}", inputs.len())));
+        }
+        let i = inputs;
+        match *op {
+            Op::Leaf(t) => self.leaf(t, dtype, shape.clone()),
+            Op::GetRows => self.get_rows(i[0], i[1]),
+            Op::MatMul => self.mat_mul(i[0], i[1]),
+            Op::Add => self.add(i[0], i[1]),
+            Op::Mul => self.mul(i[0], i[1]),
+            Op::Scale { factor } => self.scale(i[0], factor),
+            Op::RmsNorm { eps } => self.rms_norm(i[0], i[1], eps),
+            Op::Rope { head_dim, rot_dims, base, freq_scale, style } => {
+                self.rope(i[0], i[1], head_dim, rot_dims, base, freq_scale, style)
+            }
+            Op::SwiGlu => self.swiglu(i[0], i[1]),
+            Op::GeGlu => self.geglu(i[0], i[1]),
+            Op::Attention { n_heads, n_kv_heads, head_dim, scale, window } => {
+                self.attention(i[0], i[1], i[2], i[3], n_heads, n_kv_heads, head_dim, scale, window)
+            }
+            Op::Store { row } => self.store(i[0], i[1], row),
+            Op::SliceRows { start, len } => self.slice_rows(i[0], start, len),
+            Op::Reshape => self.reshape(i[0], shape.clone()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,42 +500,5 @@ mod tests {
         let s = g.slice_rows(x, 2, 2).unwrap();
         let r = g.reshape(s, [16]).unwrap();
         assert_eq!(g.graph().storage_of(r), Some((x, 2 * 8 * 4)));
-    }
-}
-
-impl GraphBuilder {
-    /// Adds `op` over `inputs`, checked like the typed methods; `shape` is used by `Reshape` and
-    /// `Leaf` (with `dtype`) only. Lets code that rewrites graphs copy nodes generically.
-    pub fn add_op(&mut self, op: &Op, inputs: &[NodeId], dtype: DType, shape: &Shape) -> Result<NodeId, GraphError> {
-        let arity = match op {
-            Op::Leaf(_) => 0,
-            Op::Scale { .. } | Op::SliceRows { .. } | Op::Reshape => 1,
-            Op::Attention { .. } => 4,
-            _ => 2,
-        };
-        if inputs.len() != arity {
-            return Err(invalid(op, format!("takes {arity} inputs, got {}", inputs.len())));
-        }
-        let i = inputs;
-        match *op {
-            Op::Leaf(t) => self.leaf(t, dtype, shape.clone()),
-            Op::GetRows => self.get_rows(i[0], i[1]),
-            Op::MatMul => self.mat_mul(i[0], i[1]),
-            Op::Add => self.add(i[0], i[1]),
-            Op::Mul => self.mul(i[0], i[1]),
-            Op::Scale { factor } => self.scale(i[0], factor),
-            Op::RmsNorm { eps } => self.rms_norm(i[0], i[1], eps),
-            Op::Rope { head_dim, rot_dims, base, freq_scale, style } => {
-                self.rope(i[0], i[1], head_dim, rot_dims, base, freq_scale, style)
-            }
-            Op::SwiGlu => self.swiglu(i[0], i[1]),
-            Op::GeGlu => self.geglu(i[0], i[1]),
-            Op::Attention { n_heads, n_kv_heads, head_dim, scale, window } => {
-                self.attention(i[0], i[1], i[2], i[3], n_heads, n_kv_heads, head_dim, scale, window)
-            }
-            Op::Store { row } => self.store(i[0], i[1], row),
-            Op::SliceRows { start, len } => self.slice_rows(i[0], start, len),
-            Op::Reshape => self.reshape(i[0], shape.clone()),
-        }
     }
 }

@@ -101,8 +101,9 @@ pub fn run(args: RunArgs) -> Result<()> {
 
 pub fn load_model(compute: &ComputeArgs) -> Result<LoadedModel> {
     let path = model_store::resolve(&compute.model, false)?;
-    let (backend, fallback) = backends::create(&compute.backend, compute.threads)?;
-    LoadedModel::load(Path::new(&path), backend, fallback).with_context(|| format!("loading {}", path.display()))
+    let selected = backends::create(&compute.backend, compute.threads)?;
+    LoadedModel::load(Path::new(&path), selected.backend, selected.cpu_fallback)
+        .with_context(|| format!("loading {}", path.display()))
 }
 
 /// Generates and prints tokens as they come (the decoder holds back unfinished UTF-8 characters).

@@ -33,7 +33,7 @@ pub trait QuantizeBlock: QuantBlock {
 /// of blocks or the address is not aligned for `B` (ggml blocks with f16 fields need 2 bytes).
 pub fn blocks<B: QuantBlock>(bytes: &[u8]) -> Result<&[B], QuantError> {
     let block_bytes = size_of::<B>();
-    if bytes.len() % block_bytes != 0 {
+    if !bytes.len().is_multiple_of(block_bytes) {
         return Err(QuantError::PartialBlock { dtype: B::DTYPE, bytes: bytes.len(), block_bytes });
     }
     bytemuck::try_cast_slice(bytes).map_err(|_| QuantError::Misaligned { dtype: B::DTYPE, align: align_of::<B>() })

@@ -59,10 +59,10 @@ pub enum QuantError {
 /// Checks that `bytes` of `dtype` and `values` f32s describe the same whole blocks.
 fn check_lengths(dtype: DType, bytes: usize, values: usize) -> Result<(), QuantError> {
     let (block_bytes, block_len) = (dtype.block_bytes(), dtype.block_len());
-    if bytes % block_bytes != 0 {
+    if !bytes.is_multiple_of(block_bytes) {
         return Err(QuantError::PartialBlock { dtype, bytes, block_bytes });
     }
-    if values % block_len != 0 {
+    if !values.is_multiple_of(block_len) {
         return Err(QuantError::PartialValues { dtype, values, block_len });
     }
     let expected = bytes / block_bytes * block_len;
@@ -136,7 +136,7 @@ pub fn quantize(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantEr
 
 /// Convenience: quantizes `src` into a new byte vector.
 pub fn quantize_to_vec(dtype: DType, src: &[f32]) -> Result<Vec<u8>, QuantError> {
-    if src.len() % dtype.block_len() != 0 {
+    if !src.len().is_multiple_of(dtype.block_len()) {
         return Err(QuantError::PartialValues { dtype, values: src.len(), block_len: dtype.block_len() });
     }
     let mut out = vec![0u8; src.len() / dtype.block_len() * dtype.block_bytes()];
@@ -146,7 +146,7 @@ pub fn quantize_to_vec(dtype: DType, src: &[f32]) -> Result<Vec<u8>, QuantError>
 
 /// Convenience: dequantizes `src` into a new f32 vector.
 pub fn dequantize_to_vec(dtype: DType, src: &[u8]) -> Result<Vec<f32>, QuantError> {
-    if src.len() % dtype.block_bytes() != 0 {
+    if !src.len().is_multiple_of(dtype.block_bytes()) {
         return Err(QuantError::PartialBlock { dtype, bytes: src.len(), block_bytes: dtype.block_bytes() });
     }
     let mut out = vec![0f32; src.len() / dtype.block_bytes() * dtype.block_len()];

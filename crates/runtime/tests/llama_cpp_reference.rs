@@ -32,7 +32,7 @@ fn floats(v: &Value) -> Vec<f64> {
 /// have picked llama.cpp's runner-up.
 fn check_greedy(file: &str, short: &str) {
     let Some(model) = load(file) else { return };
-    let fx = fixture(&fixtures_dir().join(format!("greedy/{short}.json")));
+    let fx = fixture(fixtures_dir().join(format!("greedy/{short}.json")));
     for case in fx["cases"].as_array().expect("cases") {
         let name = case["name"].as_str().unwrap_or("?");
         let prompt = ids(&case["prompt_token_ids"]);
@@ -92,7 +92,7 @@ fn gemma3_greedy_matches_llama_cpp() {
 /// Perplexity within 0.5% of llama-perplexity's on the same text, context and chunks.
 fn check_perplexity(file: &str, short: &str, chunks: usize) {
     let Some(model) = load(file) else { return };
-    let fx = fixture(&fixtures_dir().join(format!("ppl/{short}.json")));
+    let fx = fixture(fixtures_dir().join(format!("ppl/{short}.json")));
     let text = std::fs::read_to_string(fixtures_dir().join("text/ppl.txt")).expect("ppl text");
     let tokens = model.tokenizer.encode(&text, model.tokenizer.add_bos_by_default(), false);
     assert_eq!(tokens, ids(&fx["token_ids"]), "{short}: tokens of ppl.txt differ from llama-perplexity's");

@@ -112,7 +112,7 @@ impl<'a> GgufWriter<'a> {
         if shape.rank() > MAX_DIMS {
             return Err(bad(format!("{} dimensions; GGUF allows at most {MAX_DIMS}", shape.rank())));
         }
-        if shape.cols() % dtype.block_len() != 0 {
+        if !shape.cols().is_multiple_of(dtype.block_len()) {
             return Err(bad(format!("rows of {} are not whole {dtype} blocks", shape.cols())));
         }
         let count = shape.checked_count().map_err(|e| bad(e.to_string()))?;
