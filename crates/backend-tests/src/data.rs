@@ -41,19 +41,6 @@ pub fn weight(rng: &mut StdRng, dtype: DType, rows: usize, cols: usize) -> Vec<u
     }
 }
 
-/// Byte offsets of the f16 scale fields in one block of a ggml block type.
-fn f16_scale_fields(d: DType) -> &'static [usize] {
-    use DType::*;
-    match d {
-        Q4_0 | Q5_0 | Q8_0 => &[0],
-        Q4_1 | Q5_1 | Q8_1 | Q4_K | Q5_K => &[0, 2],
-        Q2_K => &[80, 82],
-        Q3_K => &[108],
-        Q6_K => &[208],
-        _ => &[],
-    }
-}
-
 /// `blocks` blocks of `dtype` with random quants and sane scales (f16 scales in [0.002, 0.02],
 /// Q8_K's f32 scale likewise with consistent `bsums`, MXFP4 exponents near 2^-5), exercising bit
 /// patterns a quantizer may never produce. Plain types get random values in [-1, 1].
@@ -67,7 +54,7 @@ pub fn random_blocks(rng: &mut StdRng, dtype: DType, blocks: usize) -> Vec<u8> {
         _ => {
             let mut out: Vec<u8> = (0..blocks * dtype.block_bytes()).map(|_| rng.gen()).collect();
             for block in out.chunks_exact_mut(dtype.block_bytes()) {
-                for &at in f16_scale_fields(dtype) {
+                for &at in tessera_quant::f16_scale_offsets(dtype) {
                     let d = f16::from_f32(rng.gen_range(0.002f32..0.02));
                     block[at..at + 2].copy_from_slice(&d.to_le_bytes());
                 }

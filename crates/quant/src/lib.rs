@@ -74,6 +74,21 @@ fn check_lengths(dtype: DType, bytes: usize, values: usize) -> Result<(), QuantE
 
 /// Converts `src`, whole blocks of `dtype`, to f32 in `dst`, bit-exact with ggml's
 /// `dequantize_row_*` (and with ggml's fp16/bf16 conversions for the plain types).
+/// Byte offsets of the f16 scale fields inside one block of `dtype` (empty for types whose scale
+/// is not an f16: Q8_K's is an f32 at 0, MXFP4's an E8M0 byte at 0). Tests use it to draw random
+/// blocks whose scales are finite.
+pub fn f16_scale_offsets(dtype: DType) -> &'static [usize] {
+    use DType::*;
+    match dtype {
+        Q4_0 | Q5_0 | Q8_0 => &[0],
+        Q4_1 | Q5_1 | Q8_1 | Q4_K | Q5_K => &[0, 2],
+        Q2_K => &[80, 82],
+        Q3_K => &[108],
+        Q6_K => &[208],
+        _ => &[],
+    }
+}
+
 pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
     check_lengths(dtype, src.len(), dst.len())?;
     match dtype {

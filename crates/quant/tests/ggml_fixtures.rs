@@ -20,46 +20,19 @@ fn file_stem(dtype: DType) -> String {
     dtype.name().to_lowercase()
 }
 
-/// Types whose dequantization is fixtured (all but Q8_1, which ggml does not dequantize).
-const DEQUANTIZED: [DType; 14] = [
-    DType::F16,
-    DType::BF16,
-    DType::Q4_0,
-    DType::Q4_1,
-    DType::Q5_0,
-    DType::Q5_1,
-    DType::Q8_0,
-    DType::Q2_K,
-    DType::Q3_K,
-    DType::Q4_K,
-    DType::Q5_K,
-    DType::Q6_K,
-    DType::Q8_K,
-    DType::MXFP4,
-];
+/// Types whose reference quantizer is fixtured: every type but F32 and I32.
+fn quantized() -> impl Iterator<Item = DType> {
+    DType::ALL.into_iter().filter(|&d| !matches!(d, DType::F32 | DType::I32))
+}
 
-/// Types whose reference quantizer is fixtured: every type Tessera can quantize to but F32.
-const QUANTIZED: [DType; 15] = [
-    DType::F16,
-    DType::BF16,
-    DType::Q4_0,
-    DType::Q4_1,
-    DType::Q5_0,
-    DType::Q5_1,
-    DType::Q8_0,
-    DType::Q8_1,
-    DType::Q2_K,
-    DType::Q3_K,
-    DType::Q4_K,
-    DType::Q5_K,
-    DType::Q6_K,
-    DType::Q8_K,
-    DType::MXFP4,
-];
+/// Types whose dequantization is fixtured: the same but Q8_1, which ggml does not dequantize.
+fn dequantized() -> impl Iterator<Item = DType> {
+    quantized().filter(|&d| d != DType::Q8_1)
+}
 
 #[test]
 fn dequantization_is_bit_exact() {
-    for dtype in DEQUANTIZED {
+    for dtype in dequantized() {
         let stem = file_stem(dtype);
         let blocks = fixture(&format!("dequant_{stem}.blocks"));
         let expected = f32s(&fixture(&format!("dequant_{stem}.f32")));
@@ -73,7 +46,7 @@ fn dequantization_is_bit_exact() {
 
 #[test]
 fn quantization_is_bit_exact() {
-    for dtype in QUANTIZED {
+    for dtype in quantized() {
         let input = f32s(&fixture(&format!("quant_input_{}.f32", if dtype.block_len() == 256 { 256 } else { 32 })));
         let expected = fixture(&format!("quant_{}.blocks", file_stem(dtype)));
         let got = quantize_to_vec(dtype, &input).unwrap();

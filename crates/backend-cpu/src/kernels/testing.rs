@@ -9,20 +9,6 @@ use tessera_core::DType;
 use super::float::{VecFns, SCALAR_VEC_FNS};
 use super::{quantize_row, scalar_dot, vec_dot_type, Dot4Fn, DotFn};
 
-/// Byte offsets of the f16 scale fields of one block (the Q8_K scale is an f32 at 0, the MXFP4
-/// one an E8M0 byte at 0).
-fn f16_scale_fields(d: DType) -> &'static [usize] {
-    use DType::*;
-    match d {
-        Q4_0 | Q5_0 | Q8_0 => &[0],
-        Q4_1 | Q5_1 | Q8_1 | Q4_K | Q5_K => &[0, 2],
-        Q2_K => &[80, 82],
-        Q3_K => &[108],
-        Q6_K => &[208],
-        _ => &[],
-    }
-}
-
 /// A row of `cols` values of type `d`: random floats for plain types, random bytes with sane
 /// scales for block types.
 pub(crate) fn random_row(d: DType, cols: usize, rng: &mut StdRng) -> Vec<u8> {
@@ -34,7 +20,7 @@ pub(crate) fn random_row(d: DType, cols: usize, rng: &mut StdRng) -> Vec<u8> {
             let bytes = d.bytes_for(cols).unwrap_or(0);
             let mut row: Vec<u8> = (0..bytes).map(|_| rng.gen()).collect();
             for block in row.chunks_exact_mut(d.block_bytes()) {
-                for &at in f16_scale_fields(d) {
+                for &at in tessera_quant::f16_scale_offsets(d) {
                     let v = f16::from_f32(rng.gen_range(0.002f32..0.02));
                     block[at..at + 2].copy_from_slice(&v.to_le_bytes());
                 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tessera_backend::Backend;
 use tessera_core::DType;
 
-use super::{rng, widths, WEIGHT_TYPES};
+use super::{rng, weight_types, widths};
 use crate::data;
 use crate::harness::{graph_err, Case, CaseResult};
 use crate::report::ConformanceReport;
@@ -16,7 +16,7 @@ const MATMUL_SHAPES: [(usize, usize); 4] = [(1, 67), (3, 16), (7, 5), (33, 24)];
 
 /// MatMul for every weight type, at several row counts and row lengths.
 pub fn check_mat_mul(backend: &Arc<dyn Backend>, report: &mut ConformanceReport) {
-    for w in WEIGHT_TYPES {
+    for w in weight_types() {
         let mut r = rng(&format!("mat_mul {w}"));
         let group = format!("mat_mul {w}");
         for k in widths(w) {
@@ -50,7 +50,7 @@ fn mat_mul_case(case: &mut Case, xs: &[usize], x: &[f32], w: DType, ws: &[usize]
 
 /// GetRows for every table type, with repeated and boundary ids.
 pub fn check_get_rows(backend: &Arc<dyn Backend>, report: &mut ConformanceReport) {
-    for t in WEIGHT_TYPES {
+    for t in weight_types() {
         let mut r = rng(&format!("get_rows {t}"));
         let group = format!("get_rows {t}");
         for d in widths(t).into_iter().take(3) {

@@ -10,25 +10,10 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tessera_core::DType;
 
-/// Every type a weight can have.
-pub(crate) const WEIGHT_TYPES: [DType; 16] = [
-    DType::F32,
-    DType::F16,
-    DType::BF16,
-    DType::Q4_0,
-    DType::Q4_1,
-    DType::Q5_0,
-    DType::Q5_1,
-    DType::Q8_0,
-    DType::Q8_1,
-    DType::Q2_K,
-    DType::Q3_K,
-    DType::Q4_K,
-    DType::Q5_K,
-    DType::Q6_K,
-    DType::Q8_K,
-    DType::MXFP4,
-];
+/// Every type a weight can have: all but the integer type.
+pub(crate) fn weight_types() -> impl Iterator<Item = DType> {
+    DType::ALL.into_iter().filter(|&d| d != DType::I32)
+}
 
 /// A generator seeded from the case family's name, so every run sees the same inputs.
 pub(crate) fn rng(name: &str) -> StdRng {
