@@ -165,8 +165,15 @@ struct Chat {
 
 impl Chat {
     fn new(model: &LoadedModel, system: Option<String>) -> Result<Chat> {
-        let template =
-            model.tokenizer.chat_template()?.context("the model has no chat template; run without --chat")?;
+        let template = match model.tokenizer.chat_template()? {
+            Some(t) => t,
+            None => {
+                let (name, source) = fallback_template(&model.config().architecture);
+                eprintln!("note: the model has no chat template; using the built-in {name} template");
+                let text = |id: Option<u32>| id.map(|i| model.tokenizer.decode(&[i])).unwrap_or_default();
+                ChatTemplate::new(source, &text(model.tokenizer.bos_id()), &text(model.tokenizer.eos_id()))?
+            }
+        };
         let messages = system.map(|s| vec![ChatMessage::new("system", s)]).unwrap_or_default();
         Ok(Chat { template, messages, evaluated: Vec::new() })
     }
@@ -192,6 +199,22 @@ impl Chat {
         self.evaluated = tokens;
         self.messages.push(ChatMessage::new("assistant", reply.trim()));
         Ok((stats, reply))
+    }
+}
+
+/// The template for models that ship none, as llama.cpp chooses: the family's own turn markers
+/// where the vocabulary has them (Gemma), ChatML otherwise.
+fn fallback_template(architecture: &str) -> (&'static str, &'static str) {
+    const GEMMA: &str = "{{ bos_token }}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' \
+        else m['role'] %}{{ '<start_of_turn>' + role + '\n' + m['content'] | trim + '<end_of_turn>\n' }}{% endfor %}\
+        {% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
+    const CHATML: &str =
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}\
+        {% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+    if architecture.starts_with("gemma") {
+        ("gemma", GEMMA)
+    } else {
+        ("chatml", CHATML)
     }
 }
 

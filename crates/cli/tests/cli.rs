@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use tessera_formats::{GgufWriter, Metadata, Value};
-use tessera_testkit::{fixtures_dir, models_dir, test_model, SMOLLM2};
+use tessera_testkit::{fixtures_dir, models_dir, test_model, GEMMA3_270M, SMOLLM2};
 
 fn tessera(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tessera"))
@@ -51,6 +51,21 @@ fn chat_applies_the_model_template() {
     assert!(o.status.success(), "{}", stderr(&o));
     // llama.cpp's reply for the same template and prompt (tests/fixtures/greedy/smollm2.json).
     assert_eq!(stdout(&o).trim(), "The capital of France is Paris.");
+}
+
+#[test]
+fn models_without_a_template_chat_with_a_built_in_one() {
+    if test_model(GEMMA3_270M).is_none() {
+        return;
+    }
+    let q = "What is the capital of France? Answer in one sentence.";
+    let o =
+        tessera(&["run", "-m", "gemma3-270m", "--chat", "-p", q, "-n", "12", "--temp", "0", "-t", "2", "--no-perf"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("built-in gemma template"), "{}", stderr(&o));
+    // The base model echoes the question, as it does under llama.cpp's built-in gemma template
+    // (tests/fixtures/greedy/gemma3-270m.json, case "chat").
+    assert_eq!(stdout(&o).trim(), q);
 }
 
 #[test]
