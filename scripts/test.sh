@@ -13,8 +13,7 @@ if ! python3 -m pip --version >/dev/null 2>&1; then
   exit 1
 fi
 
-cargo build --bins
-./target/debug/tessera pull smollm2 gemma3-270m
+cargo run --quiet --bin tessera -- pull smollm2 gemma3-270m
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
