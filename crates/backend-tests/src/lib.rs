@@ -14,6 +14,7 @@
 //! panics and wrong numbers are failures. Contract checks (bounds, unknown buffers, bad ids and
 //! positions) run too. The per-op `check_*` functions run one family each.
 
+mod altered;
 mod cases;
 mod contract;
 pub mod data;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 
 use tessera_backend::Backend;
 
+pub use altered::AlteredBackend;
 pub use cases::attention::{check_attention, check_store};
 pub use cases::graphs::{check_block, check_map_host, check_views};
 pub use cases::linear::{check_get_rows, check_mat_mul};

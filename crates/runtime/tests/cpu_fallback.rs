@@ -2,49 +2,11 @@
 
 use std::sync::Arc;
 
-use tessera_backend::{Backend, BackendError, BufferId, DeviceInfo, Graph, HostBytes, NodeId, Op};
+use tessera_backend::{Backend, Op};
 use tessera_backend_cpu::CpuBackend;
+use tessera_backend_tests::AlteredBackend;
 use tessera_runtime::{ContextOptions, LoadedModel, Logits};
 use tessera_testkit::fixtures_dir;
-
-/// A device that lacks RoPE, attention and the gated activations: a CPU backend in disguise.
-struct Partial {
-    inner: CpuBackend,
-}
-
-impl Backend for Partial {
-    fn info(&self) -> DeviceInfo {
-        DeviceInfo { backend: "partial".into(), ..self.inner.info() }
-    }
-    fn alloc(&self, bytes: usize) -> Result<BufferId, BackendError> {
-        self.inner.alloc(bytes)
-    }
-    fn free(&self, buffer: BufferId) {
-        self.inner.free(buffer)
-    }
-    fn upload(&self, buffer: BufferId, offset: usize, data: &[u8]) -> Result<(), BackendError> {
-        self.inner.upload(buffer, offset, data)
-    }
-    fn download(&self, buffer: BufferId, offset: usize, out: &mut [u8]) -> Result<(), BackendError> {
-        self.inner.download(buffer, offset, out)
-    }
-    fn supports_op(&self, graph: &Graph, node: NodeId) -> bool {
-        !matches!(graph.node(node).op, Op::Rope { .. } | Op::Attention { .. } | Op::SwiGlu | Op::GeGlu)
-    }
-    fn execute(&self, graph: &Graph) -> Result<(), BackendError> {
-        if let Some(n) = (0..graph.len()).find(|&n| !self.supports_op(graph, n)) {
-            return Err(BackendError::Unsupported {
-                backend: "partial".into(),
-                node: n,
-                op: graph.node(n).op.name().into(),
-            });
-        }
-        self.inner.execute(graph)
-    }
-    fn map_host(&self, bytes: HostBytes) -> Option<Result<BufferId, BackendError>> {
-        self.inner.map_host(bytes)
-    }
-}
 
 fn logits(model: &LoadedModel, tokens: &[u32]) -> Vec<f32> {
     let mut ctx =
@@ -60,7 +22,10 @@ fn declined_ops_run_on_the_cpu_with_identical_results() {
     for name in ["llama", "gemma3"] {
         let dir = fixtures_dir().join("hf").join(name);
         let cpu = LoadedModel::load(&dir, Arc::new(CpuBackend::new(2)), None).expect("loads on the CPU");
-        let partial: Arc<dyn Backend> = Arc::new(Partial { inner: CpuBackend::new(2) });
+        // A device that lacks RoPE, attention and the gated activations.
+        let declines = |op: &Op| matches!(op, Op::Rope { .. } | Op::Attention { .. } | Op::SwiGlu | Op::GeGlu);
+        let partial: Arc<dyn Backend> =
+            Arc::new(AlteredBackend::declining("partial", Arc::new(CpuBackend::new(2)), declines));
         let split = LoadedModel::load(&dir, partial.clone(), Some(Arc::new(CpuBackend::new(1)))).expect("loads");
         assert_eq!(logits(&cpu, &tokens), logits(&split, &tokens), "{name}: fallback changed the logits");
 
