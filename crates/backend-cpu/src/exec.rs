@@ -16,7 +16,7 @@ use tessera_core::DType;
 use crate::backend::CpuBackend;
 use crate::kernels::Kernels;
 use crate::memory::Storage;
-use crate::ops::attention::{self, AttentionShape, Kv};
+use crate::ops::attention::{self, AttentionShape, Kv, Layout};
 use crate::ops::{elementwise, matmul, norm, rope, rows};
 
 /// The result of a node.
@@ -47,13 +47,13 @@ fn invalid(graph: &Graph, node: NodeId, message: impl Into<String>) -> BackendEr
     BackendError::InvalidInput { node, op: graph.node(node).op.name().to_string(), message: message.into() }
 }
 
-/// The leaf a `Store` chain writes into.
+/// The leaf a chain of stores (`Store`, `StoreRows`) writes into.
 fn store_target(graph: &Graph, mut id: NodeId) -> Result<TensorRef, BackendError> {
     loop {
         let node = graph.node(id);
         match node.op {
             Op::Leaf(t) => return Ok(t),
-            Op::Store { .. } => id = *node.inputs.get(1).ok_or_else(|| internal("store without destination"))?,
+            ref op if op.is_store() => id = *node.inputs.get(1).ok_or_else(|| internal("store without destination"))?,
             _ => return Err(invalid(graph, id, "a store destination must be a leaf or a store")),
         }
     }
@@ -71,7 +71,7 @@ pub(crate) fn execute(backend: &CpuBackend, graph: &Graph) -> Result<(), Backend
             Op::Leaf(t) => {
                 used.entry(t.buffer).or_insert(None);
             }
-            Op::Store { .. } => {
+            ref op if op.is_store() => {
                 used.insert(store_target(graph, id)?.buffer, Some(id));
             }
             _ => {}
@@ -234,7 +234,7 @@ impl<'a> Walker<'a> {
                     }
                 })
             }
-            Op::Store { row } => self.store(id, row),
+            Op::Store { .. } | Op::StoreRows => self.store(id),
             _ => {
                 let data = self.compute(node).map_err(|m| invalid(graph, id, m))?;
                 let len = data.len();
@@ -243,10 +243,15 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn store(&mut self, id: NodeId, row: usize) -> Result<Value, BackendError> {
+    /// `Store` and `StoreRows`: writes the source rows into the destination buffer in place.
+    fn store(&mut self, id: NodeId) -> Result<Value, BackendError> {
         let graph = self.graph;
         let node = graph.node(id);
         let (src_id, dst_id) = (node.inputs[0], node.inputs[1]);
+        let slots = match node.op {
+            Op::StoreRows => Some(self.i32s(node.inputs[2])?),
+            _ => None,
+        };
         let target = self.value(dst_id)?.clone();
         let Value::Stored { buffer, offset, len } = target else {
             return Err(invalid(graph, id, "destination is not stored in a buffer"));
@@ -267,7 +272,13 @@ impl<'a> Walker<'a> {
             Some(Mem::Write(s)) => s.get_mut(offset..offset + len).ok_or_else(|| internal("store outside buffer"))?,
             _ => return Err(internal(format!("buffer {buffer:?} is not writable"))),
         };
-        rows::store(src, dst, node.dtype, row, node.shape.cols()).map_err(|m| invalid(graph, id, m))?;
+        let cols = node.shape.cols();
+        match (&node.op, slots) {
+            (Op::Store { row }, _) => rows::store(src, dst, node.dtype, *row, cols),
+            (_, Some(slots)) => rows::store_rows(src, dst, node.dtype, &slots, cols),
+            _ => Err(format!("{} is not a store", node.op.name())),
+        }
+        .map_err(|m| invalid(graph, id, m))?;
         Ok(target)
     }
 
@@ -314,9 +325,26 @@ impl<'a> Walker<'a> {
                     window,
                     cache_rows: input(1).shape.dims()[0],
                 };
-                attention::attention(self.kernels.vec_fns(), &q, &k, &v, &pos, &shape)
+                attention::attention(self.kernels.vec_fns(), &q, &k, &v, &pos, &shape, Layout::Contiguous)
             }
-            Op::Leaf(_) | Op::Reshape | Op::SliceRows { .. } | Op::Store { .. } => {
+            Op::PagedAttention { n_heads, n_kv_heads, head_dim, scale, window, block_size } => {
+                let q = f32_in(0)?;
+                let k = self.kv(node.inputs[1]).map_err(err)?;
+                let v = self.kv(node.inputs[2]).map_err(err)?;
+                let pos = self.i32s(node.inputs[3]).map_err(err)?;
+                let tables = self.i32s(node.inputs[4]).map_err(err)?;
+                let shape = AttentionShape {
+                    n_heads,
+                    n_kv_heads,
+                    head_dim,
+                    scale,
+                    window,
+                    cache_rows: input(1).shape.dims()[0],
+                };
+                let layout = Layout::Paged { tables: &tables, width: input(4).shape.cols(), block_size };
+                attention::attention(self.kernels.vec_fns(), &q, &k, &v, &pos, &shape, layout)
+            }
+            Op::Leaf(_) | Op::Reshape | Op::SliceRows { .. } | Op::Store { .. } | Op::StoreRows => {
                 Err(format!("{} is not computed", node.op.name()))
             }
         }

@@ -14,8 +14,11 @@
 //!   Mapped buffers are read-only (uploads and stores into them are errors). Tensors may sit at
 //!   any offset; F32 data at 4-byte aligned offsets is read in place, otherwise copied per use.
 //! - `execute` locks every buffer its graph names for the whole graph (read, or write for
-//!   `Store` destinations), on the calling thread and in id order: concurrent graphs sharing a
-//!   KV cache run one after the other, never interleaved, and cannot deadlock.
+//!   `Store` and `StoreRows` destinations), on the calling thread and in id order: concurrent
+//!   graphs sharing a KV cache run one after the other, never interleaved, and cannot deadlock.
+//! - Every op of the contract is implemented, `PagedAttention` and `StoreRows` included; a row's
+//!   attention result is bit-identical whatever else is in the batch, and `PagedAttention` over
+//!   an identity block table is bit-identical to `Attention` over the same cache.
 //! - Bad input (ids or positions out of range, leaves outside their buffers) is an error.
 //!
 //! Layout: `backend.rs` (buffer table, contract), `exec.rs` (graph walk, intermediate values),

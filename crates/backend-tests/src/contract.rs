@@ -176,4 +176,39 @@ pub fn check_bad_input(backend: &Arc<dyn Backend>, report: &mut ConformanceRepor
             Ok(())
         });
     }
+
+    for (label, slots) in [("equal to the rows", [2, 8]), ("negative", [-1, 0]), ("repeated", [5, 5])] {
+        for dst in [DType::F32, DType::F16] {
+            let name = format!("store_rows into {dst} with a slot {label} is an error");
+            Case::new(backend, "bad input", name, 0.0).check_error(report, |c| {
+                let src = c.f32(&[2, 32], &[0.5; 64])?;
+                let d = c.destination(dst, &[8, 32])?;
+                let slots = c.ids(&slots)?;
+                let y = c.g.store_rows(src, d, slots).map_err(graph_err)?;
+                c.subject(y);
+                Ok(())
+            });
+        }
+    }
+    // A cache of 4 blocks of 4 rows, tables of 3 blocks; the second row is the bad one.
+    for (label, pos, table, window) in [
+        ("a needed table entry equal to the cache blocks", 9, [0, 1, 4], None),
+        ("a needed negative table entry", 9, [0, -1, 2], Some(6)),
+        ("a position past its table", 12, [0, 1, 2], None),
+        ("a negative position", -1, [0, 1, 2], None),
+    ] {
+        let name = format!("paged_attention with {label} is an error");
+        Case::new(backend, "bad input", name, 0.0).check_error(report, |c| {
+            let q = c.f32(&[2, 64], &[0.1; 128])?;
+            let k = c.leaf(DType::F16, &[16, 32], &encode(DType::F16, &[0.2; 512]))?;
+            let v = c.leaf(DType::F16, &[16, 32], &encode(DType::F16, &[0.3; 512]))?;
+            let pos = c.ids(&[3, pos])?;
+            let tables = [[3, 2, 1], table].concat();
+            let tables = c.leaf(DType::I32, &[2, 3], &data::i32_bytes(&tables))?;
+            let y = c.g.paged_attention(q, k, v, pos, tables, 2, 1, 32, 0.2, window, 4).map_err(graph_err)?;
+            c.subject(y);
+            c.output(y)?;
+            Ok(())
+        });
+    }
 }

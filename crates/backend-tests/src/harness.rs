@@ -238,13 +238,13 @@ impl<'a> Case<'a> {
     }
 }
 
-/// The leaves written by `Store` nodes, each once.
+/// The leaves written by `Store` and `StoreRows` nodes, each once.
 fn stored_leaves(graph: &Graph) -> Vec<(NodeId, TensorRef)> {
     let mut out: Vec<(NodeId, TensorRef)> = Vec::new();
     for node in graph.nodes() {
-        if let Op::Store { .. } = node.op {
+        if node.op.is_store() {
             let mut id = node.inputs[1];
-            while let Op::Store { .. } = graph.node(id).op {
+            while graph.node(id).op.is_store() {
                 id = graph.node(id).inputs[1];
             }
             if let Op::Leaf(t) = graph.node(id).op {

@@ -32,6 +32,7 @@ pub use altered::AlteredBackend;
 pub use cases::attention::{check_attention, check_store};
 pub use cases::graphs::{check_block, check_map_host, check_views};
 pub use cases::linear::{check_get_rows, check_mat_mul};
+pub use cases::paged::{check_paged_attention, check_store_rows};
 pub use cases::pointwise::{check_binary, check_gated, check_rms_norm, check_rope, check_scale};
 pub use contract::{check_bad_input, check_buffers};
 pub use reference_backend::ReferenceBackend;
@@ -53,6 +54,8 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("rope", check_rope),
     ("attention", check_attention),
     ("store", check_store),
+    ("paged_attention", check_paged_attention),
+    ("store_rows", check_store_rows),
     ("views", check_views),
     ("map_host", check_map_host),
     ("block", check_block),

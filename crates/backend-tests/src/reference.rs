@@ -106,8 +106,13 @@ pub fn evaluate(graph: &Graph, mem: &mut HostMemory) -> Result<Vec<RefValue>, Re
                     RefValue::I32(v) => RefValue::I32(v[range].to_vec()),
                 }
             }
-            Op::Store { row } => {
-                store(graph, id, *row, input(0).f32().map_err(fail)?, mem).map_err(fail)?;
+            Op::Store { .. } | Op::StoreRows => {
+                let src = input(0).f32().map_err(fail)?;
+                let rows: Vec<usize> = match node.op {
+                    Op::Store { row } => (row..row + src.len() / node.shape.cols().max(1)).collect(),
+                    _ => slots(input(2).i32().map_err(fail)?, node.shape.rows()).map_err(fail)?,
+                };
+                store(graph, id, &rows, src, mem).map_err(fail)?;
                 let target = store_leaf(graph, id);
                 let Op::Leaf(t) = graph.node(target).op else { return Err(fail("no leaf".into())) };
                 let len = node.dtype.bytes_for(node.shape.count()).map_err(|e| fail(e.to_string()))?;
@@ -126,23 +131,44 @@ pub fn evaluate(graph: &Graph, mem: &mut HostMemory) -> Result<Vec<RefValue>, Re
 
 /// The leaf a store (chain) ultimately writes.
 fn store_leaf(graph: &Graph, mut id: NodeId) -> NodeId {
-    while let Op::Store { .. } = graph.node(id).op {
+    while graph.node(id).op.is_store() {
         id = graph.node(id).inputs[1];
     }
     id
 }
 
-fn store(graph: &Graph, id: NodeId, row: usize, src: &[f32], mem: &mut HostMemory) -> Result<(), String> {
+/// `StoreRows` slots as destination rows: each in `0..rows`, no two equal.
+fn slots(slots: &[i32], rows: usize) -> Result<Vec<usize>, String> {
+    let mut seen = vec![false; rows];
+    slots
+        .iter()
+        .map(|&s| {
+            if s < 0 || s as usize >= rows {
+                return Err(format!("slot {s} is outside 0..{rows}"));
+            }
+            if std::mem::replace(&mut seen[s as usize], true) {
+                return Err(format!("slot {s} is written twice"));
+            }
+            Ok(s as usize)
+        })
+        .collect()
+}
+
+/// Writes row `i` of `src` into row `rows[i]` of the store's destination, in its type.
+fn store(graph: &Graph, id: NodeId, rows: &[usize], src: &[f32], mem: &mut HostMemory) -> Result<(), String> {
     let node = graph.node(id);
     let Op::Leaf(t) = graph.node(store_leaf(graph, id)).op else { return Err("destination is not a leaf".into()) };
     let buf = mem.get_mut(t.buffer).ok_or("unknown destination buffer")?;
     let size = if node.dtype == DType::F16 { 2 } else { 4 };
-    let start = t.offset + row * node.shape.cols() * size;
-    let out = buf.get_mut(start..start + src.len() * size).ok_or("store outside its buffer")?;
-    for (o, v) in out.chunks_exact_mut(size).zip(src) {
-        match node.dtype {
-            DType::F16 => o.copy_from_slice(&f16::from_f32(*v).to_le_bytes()),
-            _ => o.copy_from_slice(&v.to_le_bytes()),
+    let cols = node.shape.cols();
+    for (&row, values) in rows.iter().zip(src.chunks(cols.max(1))) {
+        let start = t.offset + row * cols * size;
+        let out = buf.get_mut(start..start + values.len() * size).ok_or("store outside its buffer")?;
+        for (o, v) in out.chunks_exact_mut(size).zip(values) {
+            match node.dtype {
+                DType::F16 => o.copy_from_slice(&f16::from_f32(*v).to_le_bytes()),
+                _ => o.copy_from_slice(&v.to_le_bytes()),
+            }
         }
     }
     Ok(())
@@ -221,9 +247,34 @@ fn compute<'a>(graph: &Graph, id: NodeId, op: &Op, f: &Input<'a>, ids: &IdInput<
         Op::Attention { n_heads, n_kv_heads, head_dim, scale, window } => {
             let (q, k, v, pos) = (f(0)?, f(1)?, f(2)?, ids(3)?);
             let c = graph.node(graph.node(id).inputs[1]).shape.dims()[0];
-            attention(q, k, v, pos, c, (n_heads, n_kv_heads, head_dim), scale, window)
+            let row = |_: usize, j: usize| {
+                if j < c {
+                    Ok(j)
+                } else {
+                    Err(format!("position {j} is outside the cache of {c} rows"))
+                }
+            };
+            attention(q, k, v, pos, &row, (n_heads, n_kv_heads, head_dim), scale, window)
         }
-        Op::Leaf(_) | Op::Reshape | Op::SliceRows { .. } | Op::Store { .. } => Err("not computed".into()),
+        Op::PagedAttention { n_heads, n_kv_heads, head_dim, scale, window, block_size: bs } => {
+            let (q, k, v, pos, tables) = (f(0)?, f(1)?, f(2)?, ids(3)?, ids(4)?);
+            let cache_blocks = graph.node(graph.node(id).inputs[1]).shape.dims()[0] / bs;
+            let width = graph.node(graph.node(id).inputs[4]).shape.cols();
+            // Only the blocks a row reads are looked up, so only they must be valid.
+            let row = |n: usize, j: usize| {
+                let Some(&block) = tables[n * width..][..width].get(j / bs) else {
+                    return Err(format!("position {j} is beyond the {width} blocks of {bs} in row {n}'s table"));
+                };
+                if block < 0 || block as usize >= cache_blocks {
+                    return Err(format!("block {block} in row {n}'s table is outside the {cache_blocks} of the cache"));
+                }
+                Ok(block as usize * bs + j % bs)
+            };
+            attention(q, k, v, pos, &row, (n_heads, n_kv_heads, head_dim), scale, window)
+        }
+        Op::Leaf(_) | Op::Reshape | Op::SliceRows { .. } | Op::Store { .. } | Op::StoreRows => {
+            Err("not computed".into())
+        }
     }
 }
 
@@ -232,13 +283,17 @@ pub fn gelu_tanh(x: f64) -> f64 {
     0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
 }
 
+/// The cache row holding position `j` for query row `n`, or why there is none.
+type CacheRow<'a> = dyn Fn(usize, usize) -> Result<usize, String> + 'a;
+
+/// Attention and PagedAttention: they differ only in where position `j` of row `n` is cached.
 #[allow(clippy::too_many_arguments)]
 fn attention(
     q: &[f32],
     k: &[f32],
     v: &[f32],
     pos: &[i32],
-    cache_rows: usize,
+    cache_row: &CacheRow,
     (heads, kv_heads, hd): (usize, usize, usize),
     scale: f32,
     window: Option<usize>,
@@ -246,14 +301,16 @@ fn attention(
     let (width, kv_width, group) = (heads * hd, kv_heads * hd, heads / kv_heads);
     let mut out = vec![0f32; pos.len() * width];
     for (n, &p) in pos.iter().enumerate() {
-        if p < 0 || p as usize >= cache_rows {
-            return Err(format!("position {p} is outside the cache of {cache_rows} rows"));
+        if p < 0 {
+            return Err(format!("position {p} is negative"));
         }
         let p = p as usize;
+        // Positions j <= p with p - j < window, as the cache rows holding them.
+        let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
+        let visible: Vec<usize> = (first..=p).map(|j| cache_row(n, j)).collect::<Result<_, _>>()?;
         for h in 0..heads {
             let qrow = &q[n * width + h * hd..][..hd];
             let off = (h / group) * hd;
-            let visible: Vec<usize> = (0..=p).filter(|&j| window.is_none_or(|w| p - j < w)).collect();
             let scores: Vec<f64> = visible
                 .iter()
                 .map(|&j| {
@@ -431,6 +488,46 @@ mod tests {
         let pos = t.ids(&[2]);
         t.g.attention(q, k, k, pos, 1, 1, 1, 1.0, None).unwrap();
         assert_eq!(t.eval_err().op, "attention");
+    }
+
+    #[test]
+    fn paged_attention_reads_positions_through_the_block_table() {
+        // Blocks of 2 rows, keys all zero: the result averages the visible values.
+        let run = |table: &[i32], pos: i32, window: Option<usize>| {
+            let mut t = Tiny::new();
+            let q = t.f32(&[1, 1], &[1.0]);
+            let k = t.f32(&[6, 1], &[0.0; 6]);
+            let v = t.f32(&[6, 1], &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0]);
+            let pos = t.ids(&[pos]);
+            let tables = t.leaf(DType::I32, &[1, table.len()], table.iter().flat_map(|x| x.to_le_bytes()).collect());
+            let y = t.g.paged_attention(q, k, v, pos, tables, 1, 1, 1, 1.0, window, 2).unwrap();
+            evaluate(t.g.graph(), &mut t.mem).map(|values| values[y].clone())
+        };
+        // Positions 0, 1 in block 2 (rows 4, 5) and position 2 in block 0 (row 0).
+        assert_eq!(run(&[2, 0, -1], 2, None), Ok(RefValue::F32(vec![49.0 / 3.0])));
+        // The window hides block 0 entirely, so its bad entry is never needed.
+        assert_eq!(run(&[-1, 1], 3, Some(2)), Ok(RefValue::F32(vec![6.0])));
+        for (table, pos) in [(&[2, 3][..], 2), (&[2, -1], 2), (&[2, 0], 4), (&[2, 0], -1)] {
+            assert_eq!(run(table, pos, None).unwrap_err().op, "paged_attention", "{table:?} at {pos}");
+        }
+    }
+
+    #[test]
+    fn store_rows_writes_slots_and_rejects_bad_ones() {
+        let mut t = Tiny::new();
+        let src = t.f32(&[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let cache = t.leaf(DType::F32, &[3, 2], vec![0; 24]);
+        let slots = t.ids(&[2, 0]);
+        let s = t.g.store_rows(src, cache, slots).unwrap();
+        close(&t.eval(s), &[3.0, 4.0, 0.0, 0.0, 1.0, 2.0]);
+        for bad in [[3, 0], [-1, 0], [1, 1]] {
+            let mut t = Tiny::new();
+            let src = t.f32(&[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+            let cache = t.leaf(DType::F16, &[3, 2], vec![0; 12]);
+            let slots = t.ids(&bad);
+            t.g.store_rows(src, cache, slots).unwrap();
+            assert_eq!(t.eval_err().op, "store_rows", "{bad:?}");
+        }
     }
 
     #[test]

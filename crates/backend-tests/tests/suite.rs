@@ -45,3 +45,32 @@ fn declined_ops_are_listed_not_failed() {
     assert!(report.unsupported.iter().any(|u| u.starts_with("attention f16")), "{report}");
     assert!(report.unsupported.iter().all(|u| u.contains("attention")), "{report}");
 }
+
+#[test]
+fn a_paged_attention_with_a_narrower_window_fails() {
+    // Attends one position less than its window: only the windowed paged cases can tell.
+    let change = |op: &Op| match *op {
+        Op::PagedAttention { n_heads, n_kv_heads, head_dim, scale, window: Some(w), block_size } if w > 1 => {
+            Op::PagedAttention { n_heads, n_kv_heads, head_dim, scale, window: Some(w - 1), block_size }
+        }
+        ref other => other.clone(),
+    };
+    let report = run_conformance(Arc::new(AlteredBackend::changing("cpu", Arc::new(CpuBackend::new(2)), change)));
+    assert!(!report.is_ok(), "{report}");
+    assert!(report.failures.len() >= 50, "{report}");
+    for f in &report.failures {
+        assert!(f.case.contains("paged_attention") && f.case.contains("window Some"), "unexpected failure: {f}");
+        assert!(f.op.starts_with("paged_attention") && f.max_error > 2e-3, "{f}");
+    }
+}
+
+#[test]
+fn declined_paged_ops_are_listed_not_failed() {
+    let declines = |op: &Op| matches!(op, Op::PagedAttention { .. } | Op::StoreRows);
+    let report = run_conformance(Arc::new(AlteredBackend::declining("cpu", Arc::new(CpuBackend::new(2)), declines)));
+    assert!(report.is_ok(), "{report}");
+    for group in ["paged_attention f16", "paged_attention f32", "store_rows f16", "store_rows f32"] {
+        assert!(report.unsupported.iter().any(|u| u.starts_with(group)), "{group}: {report}");
+    }
+    assert!(report.unsupported.iter().all(|u| u.contains("paged_attention") || u.contains("store_rows")), "{report}");
+}

@@ -4,8 +4,8 @@
 //! The graph is cut into segments of consecutive ops that run on the same backend. A value that
 //! a later segment reads is stored into a scratch buffer at the end of the segment that made it,
 //! and copied to the other backend when the reader runs there. `Leaf`, `Store` and the views
-//! (`Reshape`, `SliceRows`) are part of the contract every backend implements; `Store` always
-//! runs on the primary, which owns the buffers the graph names.
+//! (`Reshape`, `SliceRows`) are part of the contract every backend implements; the stores
+//! (`Store`, `StoreRows`) always run on the primary, which owns the buffers the graph names.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,7 +35,7 @@ pub fn execute(primary: &Arc<dyn Backend>, fallback: &Arc<dyn Backend>, graph: &
     let is_free = |op: &Op| matches!(op, Op::Leaf(_) | Op::Reshape | Op::SliceRows { .. });
     let mut side = vec![Side::Primary; nodes.len()];
     for (id, node) in nodes.iter().enumerate() {
-        if is_free(&node.op) || matches!(node.op, Op::Store { .. }) || primary.supports_op(graph, id) {
+        if is_free(&node.op) || node.op.is_store() || primary.supports_op(graph, id) {
             continue;
         }
         if !fallback.supports_op(graph, id) {
@@ -71,7 +71,7 @@ pub fn execute(primary: &Arc<dyn Backend>, fallback: &Arc<dyn Backend>, graph: &
         for &input in &node.inputs {
             let source = producer(graph, input);
             if let Some(p) = source {
-                if segment_of[p] != segment_of[id] && !matches!(nodes[p].op, Op::Store { .. }) {
+                if segment_of[p] != segment_of[id] && !nodes[p].op.is_store() {
                     needed_later[p] = true;
                 }
             }
@@ -166,13 +166,13 @@ impl Runner<'_> {
                 let input = self.import(g, map, node.inputs[0], side)?;
                 g.add_op(&node.op, &[input], node.dtype, &node.shape)?
             }
-            Op::Store { .. } => {
+            ref op if op.is_store() => {
                 // After its segment ran, a store's value is its destination buffer on the primary.
                 let (dst_leaf, offset) =
                     self.graph.storage_of(id).and_then(|(n, o)| self.leaf_of(n).map(|t| (t, o))).ok_or(
                         BackendError::InvalidInput {
                             node: id,
-                            op: "store".into(),
+                            op: node.op.name().into(),
                             message: "destination is not a leaf".into(),
                         },
                     )?;
@@ -201,7 +201,7 @@ impl Runner<'_> {
             let n = self.graph.node(id);
             match n.op {
                 Op::Leaf(t) => return Some(t),
-                Op::Store { .. } => id = n.inputs[1],
+                ref op if op.is_store() => id = n.inputs[1],
                 _ => return None,
             }
         }
@@ -228,5 +228,145 @@ impl Runner<'_> {
         let id: BufferId = copy.id();
         self.scratch.push(copy);
         Ok(TensorRef { buffer: id, offset: 0 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::contract::{DeviceInfo, DeviceKind};
+
+    type Log = Arc<Mutex<Vec<(&'static str, Vec<&'static str>)>>>;
+
+    /// Host buffers and no arithmetic: records the computing ops of every graph it executes,
+    /// and fails on a leaf in a buffer it does not own (a value that was not copied across).
+    struct Recorder {
+        name: &'static str,
+        declines: fn(&Op) -> bool,
+        state: Mutex<(u64, HashMap<BufferId, Vec<u8>>)>,
+        log: Log,
+    }
+
+    impl Recorder {
+        fn backend(name: &'static str, first_id: u64, declines: fn(&Op) -> bool, log: &Log) -> Arc<dyn Backend> {
+            Arc::new(Recorder { name, declines, state: Mutex::new((first_id, HashMap::new())), log: log.clone() })
+        }
+    }
+
+    impl Backend for Recorder {
+        fn info(&self) -> DeviceInfo {
+            DeviceInfo {
+                backend: self.name.into(),
+                name: self.name.into(),
+                kind: DeviceKind::Cpu,
+                memory_total: None,
+                memory_free: None,
+            }
+        }
+        fn alloc(&self, bytes: usize) -> Result<BufferId, BackendError> {
+            let mut s = self.state.lock().unwrap();
+            s.0 += 1;
+            let id = BufferId(s.0);
+            s.1.insert(id, vec![0; bytes]);
+            Ok(id)
+        }
+        fn free(&self, buffer: BufferId) {
+            self.state.lock().unwrap().1.remove(&buffer);
+        }
+        fn upload(&self, buffer: BufferId, offset: usize, data: &[u8]) -> Result<(), BackendError> {
+            let mut s = self.state.lock().unwrap();
+            let b = s.1.get_mut(&buffer).ok_or(BackendError::UnknownBuffer(buffer))?;
+            b[offset..offset + data.len()].copy_from_slice(data);
+            Ok(())
+        }
+        fn download(&self, buffer: BufferId, offset: usize, out: &mut [u8]) -> Result<(), BackendError> {
+            let s = self.state.lock().unwrap();
+            let b = s.1.get(&buffer).ok_or(BackendError::UnknownBuffer(buffer))?;
+            out.copy_from_slice(&b[offset..offset + out.len()]);
+            Ok(())
+        }
+        fn supports_op(&self, graph: &Graph, node: NodeId) -> bool {
+            !(self.declines)(&graph.node(node).op)
+        }
+        fn execute(&self, graph: &Graph) -> Result<(), BackendError> {
+            let s = self.state.lock().unwrap();
+            let mut ops = Vec::new();
+            for node in graph.nodes() {
+                match node.op {
+                    Op::Leaf(t) if !s.1.contains_key(&t.buffer) => return Err(BackendError::UnknownBuffer(t.buffer)),
+                    Op::Leaf(_) | Op::Reshape | Op::SliceRows { .. } => {}
+                    ref op => ops.push(op.name()),
+                }
+            }
+            self.log.lock().unwrap().push((self.name, ops));
+            Ok(())
+        }
+    }
+
+    /// One paged attention layer as a model builds it: new K (computed) and V rows stored into
+    /// F16 caches at their slots, attention over the caches, the result stored for the caller.
+    fn paged_layer(primary: &Arc<dyn Backend>) -> (Graph, Vec<OwnedBuffer>) {
+        let (n, heads, hd, rows, blocks) = (3usize, 2usize, 8usize, 32usize, 4usize);
+        let mut g = GraphBuilder::new();
+        let mut buffers = Vec::new();
+        let mut leaf = |g: &mut GraphBuilder, dtype: DType, shape: &[usize]| {
+            let buf = OwnedBuffer::alloc(primary, dtype.bytes_for(shape.iter().product()).unwrap()).unwrap();
+            let id = g.leaf(TensorRef { buffer: buf.id(), offset: 0 }, dtype, shape).unwrap();
+            buffers.push(buf);
+            id
+        };
+        let q = leaf(&mut g, DType::F32, &[n, heads * hd]);
+        let k_new = leaf(&mut g, DType::F32, &[n, hd]);
+        let v_new = leaf(&mut g, DType::F32, &[n, hd]);
+        let k_cache = leaf(&mut g, DType::F16, &[rows, hd]);
+        let v_cache = leaf(&mut g, DType::F16, &[rows, hd]);
+        let slots = leaf(&mut g, DType::I32, &[n]);
+        let pos = leaf(&mut g, DType::I32, &[n]);
+        let tables = leaf(&mut g, DType::I32, &[n, blocks]);
+        let out = leaf(&mut g, DType::F32, &[n, heads * hd]);
+        let k = g.scale(k_new, 0.5).unwrap();
+        let k_all = g.store_rows(k, k_cache, slots).unwrap();
+        let v_all = g.store_rows(v_new, v_cache, slots).unwrap();
+        let y = g.paged_attention(q, k_all, v_all, pos, tables, heads, 1, hd, 0.3, None, 8).unwrap();
+        g.store(y, out, 0).unwrap();
+        (g.finish(), buffers)
+    }
+
+    #[test]
+    fn store_rows_runs_on_the_primary_and_feeds_paged_attention_on_the_fallback() {
+        // Even a primary that declines StoreRows runs it: a store runs where its destination
+        // lives. The fallback reads the caches written there, not a stale copy of a computed value.
+        for declines_store_rows in [false, true] {
+            let log: Log = Arc::default();
+            let declines: fn(&Op) -> bool = if declines_store_rows {
+                |op| matches!(op, Op::Scale { .. } | Op::PagedAttention { .. } | Op::StoreRows)
+            } else {
+                |op| matches!(op, Op::Scale { .. } | Op::PagedAttention { .. })
+            };
+            let primary = Recorder::backend("primary", 1000, declines, &log);
+            let fallback = Recorder::backend("fallback", 2000, |_| false, &log);
+            let (graph, _buffers) = paged_layer(&primary);
+            execute(&primary, &fallback, &graph).unwrap();
+            let want = vec![
+                ("fallback", vec!["scale", "store"]),
+                ("primary", vec!["store_rows", "store_rows"]),
+                ("fallback", vec!["paged_attention", "store"]),
+                ("primary", vec!["store"]),
+            ];
+            assert_eq!(*log.lock().unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn an_op_neither_backend_supports_is_an_error() {
+        let log: Log = Arc::default();
+        let primary = Recorder::backend("primary", 1000, |op| matches!(op, Op::PagedAttention { .. }), &log);
+        let fallback = Recorder::backend("fallback", 2000, |op| matches!(op, Op::PagedAttention { .. }), &log);
+        let (graph, _buffers) = paged_layer(&primary);
+        let err = execute(&primary, &fallback, &graph).unwrap_err();
+        assert!(matches!(err, BackendError::Unsupported { ref op, .. } if op == "paged_attention"), "{err}");
+        assert!(log.lock().unwrap().is_empty(), "nothing runs when the graph cannot be placed");
     }
 }

@@ -63,6 +63,27 @@ pub enum Op {
     /// `dst` (converting to its type). `dst` must be a `Leaf` or another `Store`; the result is
     /// `dst` itself, so ops that read it after the write take this node as their input.
     Store { row: usize },
+    /// `[src: F32 [N, D], dst: F32|F16 [C, D], slots: I32 [N]] -> dst`: writes row `n` of `src`
+    /// into row `slots[n]` of `dst` (a paged KV cache). Like `Store`, `dst` must be a `Leaf` or
+    /// another store and the result is `dst` itself. A slot outside `0..C` is an error; slots
+    /// must be distinct.
+    StoreRows,
+    /// `[q: F32 [N, H * head_dim], k: F32|F16 [S, KVH * head_dim], v: same as k, pos: I32 [N],
+    /// tables: I32 [N, B]] -> F32 [N, H * head_dim]`: causal attention over a paged KV cache, as
+    /// `Attention` over positions `j <= pos[n]` (and `pos[n] - j < window` when set), where
+    /// position `j` of query row `n` lives in cache row
+    /// `tables[n, j / block_size] * block_size + j % block_size`. Rows of one sequence repeat its
+    /// block table; rows of different sequences may share blocks (a common prefix). A table
+    /// entry that is needed and points outside the cache, or `pos[n] >= B * block_size`, is an
+    /// error. Each row's result depends only on its own inputs, never on the other rows.
+    PagedAttention {
+        n_heads: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+        scale: f32,
+        window: Option<usize>,
+        block_size: usize,
+    },
     /// `[x: any [R, ..]] -> [len, ..]`: rows `start..start + len` (a view).
     SliceRows { start: usize, len: usize },
     /// `[x] -> x` with the node's shape (same element count; a view).
@@ -70,6 +91,16 @@ pub enum Op {
 }
 
 impl Op {
+    /// Ops that write into their destination input (`Store`, `StoreRows`); their result is it.
+    pub fn is_store(&self) -> bool {
+        matches!(self, Op::Store { .. } | Op::StoreRows)
+    }
+
+    /// What a store may write into: a leaf or the result of another store.
+    pub fn is_store_target(&self) -> bool {
+        matches!(self, Op::Leaf(_)) || self.is_store()
+    }
+
     /// Short lower-case name, as used in errors, logs and the conformance report.
     pub fn name(&self) -> &'static str {
         match self {
@@ -85,6 +116,8 @@ impl Op {
             Op::GeGlu => "geglu",
             Op::Attention { .. } => "attention",
             Op::Store { .. } => "store",
+            Op::StoreRows => "store_rows",
+            Op::PagedAttention { .. } => "paged_attention",
             Op::SliceRows { .. } => "slice_rows",
             Op::Reshape => "reshape",
         }
@@ -137,7 +170,7 @@ impl Graph {
         loop {
             let node = &self.nodes[id];
             match node.op {
-                Op::Leaf(_) | Op::Store { .. } => return Some((id, offset)),
+                Op::Leaf(_) | Op::Store { .. } | Op::StoreRows => return Some((id, offset)),
                 Op::Reshape => id = node.inputs[0],
                 Op::SliceRows { start, .. } => {
                     let src = &self.nodes[node.inputs[0]];
@@ -375,7 +408,7 @@ impl GraphBuilder {
         let op = Op::Store { row };
         self.expect_dtype(&op, src, &[DType::F32], "src")?;
         let d = self.get(dst)?;
-        if !matches!(d.op, Op::Leaf(_) | Op::Store { .. }) {
+        if !d.op.is_store_target() {
             return Err(invalid(&op, "destination must be a leaf or a store"));
         }
         if !matches!(d.dtype, DType::F32 | DType::F16) {
@@ -386,6 +419,73 @@ impl GraphBuilder {
             return Err(invalid(&op, format!("{ss} does not fit into {sd} at row {row}")));
         }
         Ok(self.push(op, vec![src, dst], dd, sd))
+    }
+
+    pub fn store_rows(&mut self, src: NodeId, dst: NodeId, slots: NodeId) -> Result<NodeId, GraphError> {
+        let op = Op::StoreRows;
+        self.expect_dtype(&op, src, &[DType::F32], "src")?;
+        self.expect_dtype(&op, slots, &[DType::I32], "slots")?;
+        let d = self.get(dst)?;
+        if !d.op.is_store_target() {
+            return Err(invalid(&op, "destination must be a leaf or a store"));
+        }
+        if !matches!(d.dtype, DType::F32 | DType::F16) {
+            return Err(invalid(&op, format!("destination type {} is not F32 or F16", d.dtype)));
+        }
+        let (sd, ss, dd) = (d.shape.clone(), self.get(src)?.shape.clone(), d.dtype);
+        if sd.rank() != 2 || ss.rank() != 2 || ss.cols() != sd.cols() {
+            return Err(invalid(&op, format!("rows of {ss} do not fit into {sd}")));
+        }
+        if self.get(slots)?.shape.count() != ss.rows() {
+            return Err(invalid(&op, format!("{} slots for {} rows", self.get(slots)?.shape.count(), ss.rows())));
+        }
+        Ok(self.push(op, vec![src, dst, slots], dd, sd))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn paged_attention(
+        &mut self,
+        q: NodeId,
+        k: NodeId,
+        v: NodeId,
+        pos: NodeId,
+        tables: NodeId,
+        n_heads: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+        scale: f32,
+        window: Option<usize>,
+        block_size: usize,
+    ) -> Result<NodeId, GraphError> {
+        let op = Op::PagedAttention { n_heads, n_kv_heads, head_dim, scale, window, block_size };
+        self.expect_dtype(&op, q, &[DType::F32], "q")?;
+        self.expect_dtype(&op, k, &[DType::F32, DType::F16], "k")?;
+        self.expect_dtype(&op, pos, &[DType::I32], "pos")?;
+        self.expect_dtype(&op, tables, &[DType::I32], "tables")?;
+        let (sq, sk, sv) = (self.get(q)?.shape.clone(), self.get(k)?.shape.clone(), self.get(v)?.shape.clone());
+        if self.dtype(k) != self.dtype(v) || sk != sv {
+            return Err(invalid(&op, format!("k {sk} and v {sv} must match in type and shape")));
+        }
+        if n_heads == 0 || n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) || head_dim == 0 {
+            return Err(invalid(&op, format!("{n_heads} heads cannot share {n_kv_heads} KV heads")));
+        }
+        if sq.rank() != 2 || sq.cols() != n_heads * head_dim || sk.rank() != 2 || sk.cols() != n_kv_heads * head_dim {
+            return Err(invalid(&op, format!("q {sq} / k {sk} do not fit {n_heads}x{n_kv_heads} heads of {head_dim}")));
+        }
+        if self.get(pos)?.shape.count() != sq.rows() {
+            return Err(invalid(&op, "one position per query row is required"));
+        }
+        let st = self.get(tables)?.shape.clone();
+        if st.rank() != 2 || st.rows() != sq.rows() || st.cols() == 0 {
+            return Err(invalid(&op, format!("block tables {st} must be [{}, blocks]", sq.rows())));
+        }
+        if block_size == 0 || !sk.rows().is_multiple_of(block_size) {
+            return Err(invalid(&op, format!("a cache of {} rows is not made of blocks of {block_size}", sk.rows())));
+        }
+        if window == Some(0) {
+            return Err(invalid(&op, "a window of 0 attends to nothing"));
+        }
+        Ok(self.push(op, vec![q, k, v, pos, tables], DType::F32, sq))
     }
 
     pub fn slice_rows(&mut self, x: NodeId, start: usize, len: usize) -> Result<NodeId, GraphError> {
@@ -430,6 +530,8 @@ impl GraphBuilder {
             Op::Leaf(_) => 0,
             Op::Scale { .. } | Op::SliceRows { .. } | Op::Reshape => 1,
             Op::Attention { .. } => 4,
+            Op::PagedAttention { .. } => 5,
+            Op::StoreRows => 3,
             _ => 2,
         };
         if inputs.len() != arity {
@@ -453,6 +555,10 @@ impl GraphBuilder {
                 self.attention(i[0], i[1], i[2], i[3], n_heads, n_kv_heads, head_dim, scale, window)
             }
             Op::Store { row } => self.store(i[0], i[1], row),
+            Op::StoreRows => self.store_rows(i[0], i[1], i[2]),
+            Op::PagedAttention { n_heads, n_kv_heads, head_dim, scale, window, block_size } => self.paged_attention(
+                i[0], i[1], i[2], i[3], i[4], n_heads, n_kv_heads, head_dim, scale, window, block_size,
+            ),
             Op::SliceRows { start, len } => self.slice_rows(i[0], start, len),
             Op::Reshape => self.reshape(i[0], shape.clone()),
         }

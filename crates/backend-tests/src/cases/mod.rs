@@ -4,6 +4,7 @@
 pub(crate) mod attention;
 pub(crate) mod graphs;
 pub(crate) mod linear;
+pub(crate) mod paged;
 pub(crate) mod pointwise;
 
 use rand::rngs::StdRng;
