@@ -5,7 +5,7 @@ use tessera_backend::{GraphBuilder, NodeId, RopeStyle};
 
 use crate::config::ModelConfig;
 use crate::weights::{WeightLoader, WeightRef};
-use crate::{ModelError, StepInputs};
+use crate::{KvInputs, Logits, ModelError, StepInputs};
 
 /// One layer's attention weights. Optional parts exist in some architectures only.
 pub(crate) struct AttentionWeights {
@@ -88,11 +88,21 @@ pub(crate) fn attention(
     }
     q = g.rope(q, step.positions, cfg.head_dim, cfg.rope_dims, p.rope_base, p.rope_freq_scale, p.rope_style)?;
     k = g.rope(k, step.positions, cfg.head_dim, cfg.rope_dims, p.rope_base, p.rope_freq_scale, p.rope_style)?;
-    let (k_cache, v_cache) = step.kv[layer];
-    let k_all = g.store(k, k_cache, step.start)?;
-    let v_all = g.store(v, v_cache, step.start)?;
-    let a =
-        g.attention(q, k_all, v_all, step.positions, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, p.scale, p.window)?;
+    let (k_cache, v_cache) = step.kv.layer(layer);
+    let (heads, kv_heads, dim) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+    let a = match step.kv {
+        KvInputs::Contiguous { start, .. } => {
+            let k_all = g.store(k, k_cache, start)?;
+            let v_all = g.store(v, v_cache, start)?;
+            g.attention(q, k_all, v_all, step.positions, heads, kv_heads, dim, p.scale, p.window)?
+        }
+        KvInputs::Paged { slots, tables, block_size, .. } => {
+            let k_all = g.store_rows(k, k_cache, slots)?;
+            let v_all = g.store_rows(v, v_cache, slots)?;
+            let pos = step.positions;
+            g.paged_attention(q, k_all, v_all, pos, tables, heads, kv_heads, dim, p.scale, p.window, block_size)?
+        }
+    };
     matmul(g, a, &w.o)
 }
 
@@ -204,8 +214,14 @@ pub(crate) fn keep_output_rows(
     step: &StepInputs<'_>,
     last_layer: bool,
 ) -> Result<(NodeId, NodeId), ModelError> {
+    if !last_layer {
+        return Ok((attn_out, residual));
+    }
+    if let Logits::Rows { ids, .. } = step.logits {
+        return Ok((g.get_rows(attn_out, ids)?, g.get_rows(residual, ids)?));
+    }
     let first = step.logits.first_row(step.n_tokens);
-    if !last_layer || first == 0 {
+    if first == 0 {
         return Ok((attn_out, residual));
     }
     let rows = step.n_tokens - first;

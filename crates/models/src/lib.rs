@@ -46,33 +46,55 @@ pub enum Logits {
     All,
     /// The tokens from this index of the step on (perplexity scores the second half of a chunk).
     From(usize),
+    /// The rows listed in an I32 `[count]` node, in its order (a batch of sequences wants the
+    /// last row of each).
+    Rows { ids: NodeId, count: usize },
 }
 
 impl Logits {
     /// Index of the first row with logits, for a step of `n_tokens` (clamped to the last row).
+    /// For `Rows`, 0: every row is computed up to the last layer, which gathers the listed ones.
     pub fn first_row(self, n_tokens: usize) -> usize {
         let last = n_tokens.saturating_sub(1);
         match self {
             Logits::Last => last,
             Logits::All => 0,
             Logits::From(k) => k.min(last),
+            Logits::Rows { .. } => 0,
         }
     }
 }
 
-/// Graph inputs of one forward step over a single sequence, prepared by the runtime.
+/// Graph inputs of one forward step, prepared by the runtime.
 pub struct StepInputs<'a> {
     /// I32 `[n]` token ids.
     pub tokens: NodeId,
-    /// I32 `[n]` positions `start..start + n`.
+    /// I32 `[n]` position of each token in its sequence.
     pub positions: NodeId,
     /// Number of new tokens.
     pub n_tokens: usize,
-    /// Position of the first new token (= tokens already in the cache).
-    pub start: usize,
-    /// Per layer: the K and V cache leaves, F16 or F32 `[context, kv_dim]`.
-    pub kv: &'a [(NodeId, NodeId)],
+    pub kv: KvInputs<'a>,
     pub logits: Logits,
+}
+
+/// Where the step's keys and values go and are read from.
+pub enum KvInputs<'a> {
+    /// One sequence whose new tokens take rows `start..start + n` of per-layer caches
+    /// `[context, kv_dim]` (F16 or F32); positions are `start..start + n`.
+    Contiguous { start: usize, layers: &'a [(NodeId, NodeId)] },
+    /// Tokens of several sequences over per-layer block pools `[blocks * block_size, kv_dim]`:
+    /// token `i` is written to pool row `slots[i]` (I32 `[n]`) and attends through its
+    /// sequence's block table, row `i` of `tables` (I32 `[n, max_blocks]`).
+    Paged { layers: &'a [(NodeId, NodeId)], slots: NodeId, tables: NodeId, block_size: usize },
+}
+
+impl KvInputs<'_> {
+    /// The K and V cache nodes of layer `i`.
+    pub fn layer(&self, i: usize) -> (NodeId, NodeId) {
+        match self {
+            KvInputs::Contiguous { layers, .. } | KvInputs::Paged { layers, .. } => layers[i],
+        }
+    }
 }
 
 /// A model loaded onto a backend: builds the graph of a forward step.

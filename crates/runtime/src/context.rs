@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tessera_backend::{fallback, Backend, BackendError, DType, Graph, GraphBuilder, OwnedBuffer, TensorRef};
 use tessera_formats::ModelSource;
-use tessera_models::{Logits, Model, ModelConfig, StepInputs};
+use tessera_models::{KvInputs, Logits, Model, ModelConfig, StepInputs};
 use tessera_tokenizer::Tokenizer;
 
 use crate::device_weights::DeviceWeights;
@@ -211,7 +211,8 @@ impl<'m> Context<'m> {
                 ))
             })
             .collect::<Result<Vec<_>, RuntimeError>>()?;
-        let step = StepInputs { tokens: tokens_node, positions, n_tokens: n, start: self.n_past, kv: &kv, logits };
+        let kv = KvInputs::Contiguous { start: self.n_past, layers: &kv };
+        let step = StepInputs { tokens: tokens_node, positions, n_tokens: n, kv, logits };
         let logits_node = self.model.model.forward(&mut g, &step)?;
         let out_leaf = g.leaf(leaf(&out_buf), DType::F32, [out_rows, vocab])?;
         g.label("logits");

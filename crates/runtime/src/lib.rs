@@ -1,6 +1,8 @@
 //! Runs models: loads one onto a backend, keeps its KV cache, evaluates forward steps, samples,
 //! generates text and scores perplexity. Knows the backend only through its contract.
 
+mod batch;
+pub mod bench;
 mod context;
 mod device_weights;
 mod generate;
@@ -8,6 +10,7 @@ mod kv_cache;
 mod perplexity;
 mod sampling;
 
+pub use batch::{BatchItem, PagedKvCache};
 pub use context::{Context, ContextOptions, LoadedModel};
 pub use generate::{generate, GenerateOptions, GenerationStats, StopReason};
 pub use kv_cache::KvCache;
