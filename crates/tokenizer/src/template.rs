@@ -55,13 +55,42 @@ impl ChatTemplate {
     /// Renders `messages` (each with at least `role` and `content`); with `add_generation_prompt`
     /// the prompt ends with the header of the assistant's turn.
     pub fn render<M: Serialize>(&self, messages: &[M], add_generation_prompt: bool) -> Result<String, TokenizerError> {
+        self.render_with_tools::<M, ()>(messages, None, add_generation_prompt)
+    }
+
+    /// As [`ChatTemplate::render`], also giving the template `tools` (OpenAI-format function
+    /// definitions) for templates that describe them to the model themselves.
+    pub fn render_with_tools<M: Serialize, T: Serialize>(
+        &self,
+        messages: &[M],
+        tools: Option<&[T]>,
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
         let template = self.env.get_template(NAME)?;
         Ok(template.render(context! {
             messages => Value::from_serialize(messages),
+            tools => tools.map(Value::from_serialize),
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token,
             eos_token => self.eos_token,
         })?)
+    }
+
+    /// The template for models that ship none, as llama.cpp chooses: the family's own turn
+    /// markers where the vocabulary has them (Gemma), ChatML otherwise. Returns its name and
+    /// source.
+    pub fn builtin_for(architecture: &str) -> (&'static str, &'static str) {
+        const GEMMA: &str = "{{ bos_token }}{% for m in messages %}{% set role = 'model' if m['role'] == \
+            'assistant' else m['role'] %}{{ '<start_of_turn>' + role + '\n' + m['content'] | trim + \
+            '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
+        const CHATML: &str =
+            "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}\
+            {% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+        if architecture.starts_with("gemma") {
+            ("gemma", GEMMA)
+        } else {
+            ("chatml", CHATML)
+        }
     }
 }
 
