@@ -14,6 +14,16 @@ if ! python3 -m pip --version >/dev/null 2>&1; then
 fi
 
 cargo run --quiet --bin tessera -- pull smollm2 gemma3-270m
+
+# The server's end-to-end test drives it with the official OpenAI client.
+python3 -m pip install --quiet --disable-pip-version-check "openai==3.54.0" "jsonschema==4.26.0"
+
+# The planner's HTML report test renders in headless Chromium (Debian package `chromium`).
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace

@@ -168,7 +168,7 @@ impl Chat {
         let template = match model.tokenizer.chat_template()? {
             Some(t) => t,
             None => {
-                let (name, source) = fallback_template(&model.config().architecture);
+                let (name, source) = ChatTemplate::builtin_for(&model.config().architecture);
                 eprintln!("note: the model has no chat template; using the built-in {name} template");
                 let text = |id: Option<u32>| id.map(|i| model.tokenizer.decode(&[i])).unwrap_or_default();
                 ChatTemplate::new(source, &text(model.tokenizer.bos_id()), &text(model.tokenizer.eos_id()))?
@@ -199,22 +199,6 @@ impl Chat {
         self.evaluated = tokens;
         self.messages.push(ChatMessage::new("assistant", reply.trim()));
         Ok((stats, reply))
-    }
-}
-
-/// The template for models that ship none, as llama.cpp chooses: the family's own turn markers
-/// where the vocabulary has them (Gemma), ChatML otherwise.
-fn fallback_template(architecture: &str) -> (&'static str, &'static str) {
-    const GEMMA: &str = "{{ bos_token }}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' \
-        else m['role'] %}{{ '<start_of_turn>' + role + '\n' + m['content'] | trim + '<end_of_turn>\n' }}{% endfor %}\
-        {% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
-    const CHATML: &str =
-        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}\
-        {% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
-    if architecture.starts_with("gemma") {
-        ("gemma", GEMMA)
-    } else {
-        ("chatml", CHATML)
     }
 }
 

@@ -2,9 +2,12 @@
 //! prints to the terminal, or exits the process.
 
 mod backends;
+mod cmd_bench;
 mod cmd_eval;
 mod cmd_inspect;
+mod cmd_plan;
 mod cmd_run;
+mod cmd_serve;
 mod cmd_tokenize;
 mod model_store;
 
@@ -27,9 +30,16 @@ enum Command {
     Tokenize(cmd_tokenize::TokenizeArgs),
     /// Describe a model: architecture, sizes, tokenizer, chat template, tensor types.
     Inspect(cmd_inspect::InspectArgs),
+    /// Serve an OpenAI-compatible API (chat and text completions) with continuous batching.
+    Serve(cmd_serve::ServeArgs),
+    /// Measure prompt-processing and generation throughput, as llama-bench does.
+    Bench(cmd_bench::BenchArgs),
     /// Evaluate a model (perplexity).
     #[command(subcommand)]
     Eval(cmd_eval::EvalCommand),
+    /// Plan hardware: chips by export-control class, performance, $ per million tokens, fleets.
+    #[command(subcommand)]
+    Plan(cmd_plan::PlanCommand),
     /// Fetch models known by short name into the local cache.
     Pull(PullArgs),
     /// List the compute backends and their devices.
@@ -61,7 +71,11 @@ struct PullArgs {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("TESSERA_LOG"))
+        // Warnings by default, and the server's one line per request.
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tessera_server=info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = match Cli::try_parse() {
@@ -85,9 +99,12 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => cmd_run::run(args),
+        Command::Bench(args) => cmd_bench::run(args),
+        Command::Serve(args) => cmd_serve::run(args),
         Command::Tokenize(args) => cmd_tokenize::run(args),
         Command::Inspect(args) => cmd_inspect::run(args),
         Command::Eval(cmd) => cmd_eval::run(cmd),
+        Command::Plan(cmd) => cmd_plan::run(cmd),
         Command::Pull(args) => pull(args),
         Command::Devices => backends::print_devices(),
     };
