@@ -31,6 +31,11 @@ pub(crate) type DotFn = fn(w: &[u8], x: &[u8]) -> f32;
 /// [`DotFn`] of the same type: the weight blocks are unpacked once for all four.
 pub(crate) type Dot4Fn = fn(w: &[u8], x: [&[u8]; 4]) -> [f32; 4];
 
+/// Eight dot products of two weight rows with four activation rows (`[weight row][activation
+/// row]`), each bit-identical to the [`DotFn`] of the same type: each weight block is unpacked
+/// once for four rows, and each activation block's scales converted once for both weight rows.
+pub(crate) type Dot4x2Fn = fn(w: [&[u8]; 2], x: [&[u8]; 4]) -> [[f32; 4]; 2];
+
 /// The instruction set a [`crate::CpuBackend`] computes with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
@@ -134,6 +139,20 @@ impl Kernels {
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             (Isa::Avx2, w) => unsafe { x86::avx2_dot4(w) },
+            _ => None,
+        }
+    }
+
+    /// The four-by-two tile kernel for weights of type `w`, where one exists; like
+    /// [`Kernels::dot4`], it shares the numerics of the [`Kernels::dot`] of the same type.
+    pub(crate) fn dot4x2(&self, w: DType) -> Option<Dot4x2Fn> {
+        match (self.isa, w) {
+            // SAFETY: `Kernels::new` only accepts an ISA the running CPU supports.
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512, w) => unsafe { x86::avx512_dot4x2(w) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, w) => unsafe { x86::avx2_dot4x2(w) },
             _ => None,
         }
     }
@@ -284,6 +303,9 @@ mod tests {
         for d in DType::ALL {
             if let (Some((_, dot)), Some(dot4)) = (k.dot(d), k.dot4(d)) {
                 testing::check_four_rows(d, dot, dot4);
+            }
+            if let (Some((_, dot)), Some(tile)) = (k.dot(d), k.dot4x2(d)) {
+                testing::check_tile(d, dot, tile);
             }
         }
     }

@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use tessera_core::DType;
 
 use super::float::{VecFns, SCALAR_VEC_FNS};
-use super::{quantize_row, scalar_dot, vec_dot_type, Dot4Fn, DotFn};
+use super::{quantize_row, scalar_dot, vec_dot_type, Dot4Fn, Dot4x2Fn, DotFn};
 
 /// A row of `cols` values of type `d`: random floats for plain types, random bytes with sane
 /// scales for block types.
@@ -75,6 +75,29 @@ pub(crate) fn check_four_rows(w: DType, f: DotFn, f4: Dot4Fn) {
         let got = f4(&wr, [&xs[0], &xs[1], &xs[2], &xs[3]]);
         for (r, x) in xs.iter().enumerate() {
             assert_eq!(got[r].to_bits(), f(&wr, x).to_bits(), "{w} x {cols}, row {r}");
+        }
+    }
+}
+
+/// Checks that `tile` gives exactly what `f` gives, element by element.
+pub(crate) fn check_tile(w: DType, f: DotFn, tile: Dot4x2Fn) {
+    let mut rng = StdRng::seed_from_u64(13 + w as u64);
+    let Some(vdt) = vec_dot_type(w) else { return };
+    for blocks in [1usize, 2, 3, 8, 17] {
+        let cols = blocks * w.block_len().max(vdt.block_len());
+        let ws = [random_row(w, cols, &mut rng), random_row(w, cols, &mut rng)];
+        let xs: Vec<Vec<u8>> = (0..4)
+            .map(|_| {
+                let mut xq = vec![0u8; vdt.bytes_for(cols).unwrap_or(0)];
+                quantize_row(vdt, &random_f32(cols, &mut rng), &mut xq);
+                xq
+            })
+            .collect();
+        let got = tile([&ws[0], &ws[1]], [&xs[0], &xs[1], &xs[2], &xs[3]]);
+        for (c, wr) in ws.iter().enumerate() {
+            for (r, x) in xs.iter().enumerate() {
+                assert_eq!(got[c][r].to_bits(), f(wr, x).to_bits(), "{w} x {cols}, weight row {c}, row {r}");
+            }
         }
     }
 }

@@ -3,10 +3,12 @@
 //! Each activation row is converted once to the weight type's vec-dot type (Q8_0, Q8_1, Q8_K,
 //! f16, ...); then every output is one block-wise dot product. The work is cut into tiles of
 //! four activation rows by a run of weight rows: inside a tile each weight block is unpacked once
-//! and multiplied with all four rows (the `dot4` kernels, where the type has one; otherwise it is
-//! reused from L1); consecutive tiles of one thread share their weight rows, so a weight matrix
-//! streams from memory about once per thread even for long prompts. Four-row and one-row kernels
-//! compute each row identically, so results do not depend on how rows were grouped.
+//! and multiplied with all four rows, two weight rows at a time so that each activation block's
+//! scales are converted once for both (the `dot4x2` and `dot4` kernels, where the type has them;
+//! otherwise the block is reused from L1); consecutive tiles of one thread share their weight
+//! rows, so a weight matrix streams from memory about once per thread even for long prompts. The
+//! tile, four-row and one-row kernels compute each element identically, so results do not depend
+//! on how rows were grouped.
 
 use rayon::prelude::*;
 use tessera_core::DType;
@@ -50,6 +52,7 @@ pub(crate) fn mat_mul(
 ) -> Result<Vec<f32>, String> {
     let (vdt, dot) = kernels.dot(wtype).ok_or_else(|| format!("no kernel for {wtype} weights"))?;
     let dot4 = kernels.dot4(wtype);
+    let tile = kernels.dot4x2(wtype);
     let n = x.len().checked_div(k).unwrap_or(0);
     let mut out = vec![0f32; n * m];
     if n == 0 || m == 0 {
@@ -79,15 +82,28 @@ pub(crate) fn mat_mul(
         let (n0, n1) = (g * TILE_ROWS, ((g + 1) * TILE_ROWS).min(n));
         let xs = &xq[n0 * xrow..n1 * xrow];
         let row = |i: usize| &xs[i * xrow..(i + 1) * xrow];
-        let quad = dot4.filter(|_| n1 - n0 == 4).map(|f| (f, [row(0), row(1), row(2), row(3)]));
-        for (j, wr) in w[m0 * wrow..m1 * wrow].chunks_exact(wrow).enumerate() {
-            let put = |i: usize, y: f32| {
-                // SAFETY: element ((n0 + i), (m0 + j)) belongs to tile (c, g) alone.
-                unsafe { output.write((n0 + i) * m + m0 + j, y) };
-            };
-            match quad {
-                Some((dot4, rows)) => dot4(wr, rows).into_iter().enumerate().for_each(|(i, y)| put(i, y)),
-                None => xs.chunks_exact(xrow).enumerate().for_each(|(i, xr)| put(i, dot(wr, xr))),
+        let rows4 = (n1 - n0 == 4).then(|| [row(0), row(1), row(2), row(3)]);
+        let put = |i: usize, j: usize, y: f32| {
+            // SAFETY: element ((n0 + i), (m0 + j)) belongs to tile (c, g) alone.
+            unsafe { output.write((n0 + i) * m + m0 + j, y) };
+        };
+        let ws = &w[m0 * wrow..m1 * wrow];
+        // Pairs of weight rows through the tile kernel, then what is left one weight row at a
+        // time: every kernel computes an element identically, so the split does not matter.
+        let mut done = 0;
+        if let (Some(tile), Some(rows)) = (tile, rows4) {
+            for (p, pair) in ws.chunks_exact(2 * wrow).enumerate() {
+                let y = tile([&pair[..wrow], &pair[wrow..]], rows);
+                for (c, yc) in y.iter().enumerate() {
+                    yc.iter().enumerate().for_each(|(i, &v)| put(i, 2 * p + c, v));
+                }
+                done = 2 * p + 2;
+            }
+        }
+        for (j, wr) in ws.chunks_exact(wrow).enumerate().skip(done) {
+            match (dot4, rows4) {
+                (Some(dot4), Some(rows)) => dot4(wr, rows).into_iter().enumerate().for_each(|(i, y)| put(i, j, y)),
+                _ => xs.chunks_exact(xrow).enumerate().for_each(|(i, xr)| put(i, j, dot(wr, xr))),
             }
         }
     });

@@ -3,7 +3,7 @@
 //! integer sums per block, then one f32 fused multiply-add per block.
 //!
 //! The 32-value types are written as a weight-side part (unpack a block once) and an
-//! activation-side part; `sum_blocks!` pairs them for one activation row and `sum_blocks4!` for
+//! activation-side part; `sum_blocks!` pairs them for one activation row and `sum_tile!` for
 //! four, with the same per-row arithmetic, so a row's result does not depend on how many rows
 //! were computed together.
 
@@ -18,97 +18,145 @@ macro_rules! entry {
     };
 }
 
-/// `sum(d * q)` over the blocks of a weight row `$w` and an activation row `$x`: `$prep` unpacks
-/// weight block `$wb` into `$p`, `$row` computes `(d, q)` (eight lanes each) from `$p` and
-/// activation block `$xb`. When `$mins`, the scalar `$off` (Q4_1 and Q5_1's `m * s`) is summed
-/// too. Two accumulators take alternate blocks, so the loop is not bound by the latency of one
-/// chain of FMAs.
+/// `sum(d * q) (+ sum(m * s))` over the blocks of a weight row `$w` and an activation row `$x`:
+/// `$prep` unpacks weight block `$wb` into a `Block` `$p`, `$row` gives its eight lane sums
+/// against activation block `$xb`, scaled by `d_w * d_x`. When `$mins`, the `m_w * s_x` terms
+/// (Q4_1 and Q5_1) are summed too. Two accumulators take alternate blocks, so the loop is not
+/// bound by the latency of one chain of FMAs; the result is
+/// `hsum(acc_even + acc_odd) + (off_even + off_odd)`.
 macro_rules! sum_blocks {
     ($w:expr, $wbytes:expr, $x:expr, $xbytes:expr, $mins:expr,
-     |$wb:ident| $prep:expr, |$p:ident, $xb:ident| $row:expr, $off:expr) => {{
-        let (w, x): (&[u8], &[u8]) = ($w, $x);
-        let n = (w.len() / $wbytes).min(x.len() / $xbytes);
-        let mut acc = [(_mm256_setzero_ps(), 0f32); 2];
-        let step = |i: usize, (acc, off): (__m256, f32)| {
-            let ($wb, $xb) = (&w[i * $wbytes..][..$wbytes], &x[i * $xbytes..][..$xbytes]);
+     |$wb:ident| $prep:expr, |$p:ident, $xb:ident| $row:expr) => {{
+        // Fixed-size blocks (`as_chunks`) let the compiler drop every bounds check inside a
+        // block, and zipping the rows drops the per-block ones.
+        let w = $w.as_chunks::<{ $wbytes }>().0;
+        let x = $x.as_chunks::<{ $xbytes }>().0;
+        let n = w.len().min(x.len());
+        let (w, x) = (&w[..n], &x[..n]);
+        // The offsets are scalars kept in all lanes of a vector (see `f16x4b`).
+        let mut acc = [(_mm256_setzero_ps(), _mm_setzero_ps()); 2];
+        let step = |wb: &[u8; $wbytes], xb: &[u8; $xbytes], (acc, off): (__m256, __m128)| {
+            let ($wb, $xb): (&[u8], &[u8]) = (wb, xb);
             let $p = $prep;
-            let (d, q) = $row;
-            (_mm256_fmadd_ps(d, q, acc), if $mins { off + $off } else { off })
+            let d = _mm256_mul_ps($p.d, f16x8($xb, 0));
+            let acc = _mm256_fmadd_ps(d, $row, acc);
+            (acc, if $mins { _mm_add_ps(off, _mm_mul_ps($p.m, f16x4b($xb, 2))) } else { off })
         };
-        let mut i = 0;
-        while i + 2 <= n {
-            acc[0] = step(i, acc[0]);
-            acc[1] = step(i + 1, acc[1]);
-            i += 2;
+        let (wp, wt) = w.as_chunks::<2>();
+        let (xp, xt) = x.as_chunks::<2>();
+        for (wp, xp) in wp.iter().zip(xp) {
+            acc[0] = step(&wp[0], &xp[0], acc[0]);
+            acc[1] = step(&wp[1], &xp[1], acc[1]);
         }
-        if i < n {
-            acc[0] = step(i, acc[0]);
+        if let (Some(wb), Some(xb)) = (wt.first(), xt.first()) {
+            acc[0] = step(wb, xb, acc[0]);
         }
         let sum = hsum_ps(_mm256_add_ps(acc[0].0, acc[1].0));
         if $mins {
-            sum + (acc[0].1 + acc[1].1)
+            sum + (_mm_cvtss_f32(acc[0].1) + _mm_cvtss_f32(acc[1].1))
         } else {
             sum
         }
     }};
 }
 
-/// [`sum_blocks!`] for four activation rows `$xs` at once: each weight block is unpacked once
-/// and used for all four, with the same accumulation per row.
-macro_rules! sum_blocks4 {
-    ($w:expr, $wbytes:expr, $xs:expr, $xbytes:expr, $mins:expr,
-     |$wb:ident| $prep:expr, |$p:ident, $xb:ident| $row:expr, $off:expr) => {{
-        let (w, xs): (&[u8], [&[u8]; 4]) = ($w, $xs);
-        let n = xs.iter().fold(w.len() / $wbytes, |n, x| n.min(x.len() / $xbytes));
-        let mut acc = [[(_mm256_setzero_ps(), 0f32); 4]; 2];
-        // A constant-trip inner loop rather than a closure: once unrolled, every accumulator
-        // index is a constant and the sixteen accumulators stay in registers.
-        for i in (0..n).step_by(2) {
-            for (k, acc) in acc.iter_mut().enumerate() {
-                if i + k >= n {
-                    break;
-                }
-                let $wb = &w[(i + k) * $wbytes..][..$wbytes];
-                let $p = $prep;
-                for (x, (a, off)) in xs.iter().zip(acc.iter_mut()) {
-                    let $xb = &x[(i + k) * $xbytes..][..$xbytes];
-                    let (d, q) = $row;
-                    *a = _mm256_fmadd_ps(d, q, *a);
+/// [`sum_blocks!`] for a tile of four activation rows `$xs` by `C` weight rows `$ws` (an array
+/// of `C` rows), each output computed exactly as alone: each weight block is unpacked once for
+/// all four activation rows, and each activation block's scales are converted once for all `C`
+/// weight rows and multiplied four at a time (lane `r` is row `r`; the same products as one at
+/// a time). The even blocks are summed first, then the odd ones: the same two accumulators as
+/// [`sum_blocks!`], with half the registers live. Gives `[[f32; 4]; C]`, indexed by weight row,
+/// then activation row.
+macro_rules! sum_tile {
+    ($ws:expr, $wbytes:expr, $xs:expr, $xbytes:expr, $mins:expr,
+     |$wb:ident| $prep:expr, |$p:ident, $xb:ident| $row:expr) => {{
+        let ws = $ws.map(|w: &[u8]| w.as_chunks::<{ $wbytes }>().0);
+        let xs = $xs.map(|x: &[u8]| x.as_chunks::<{ $xbytes }>().0);
+        let n = xs.iter().fold(usize::MAX, |n, x| n.min(x.len()));
+        let n = ws.iter().fold(n, |n, w| n.min(w.len()));
+        let ws = ws.map(|w| &w[..n]);
+        let xs = [&xs[0][..n], &xs[1][..n], &xs[2][..n], &xs[3][..n]];
+        let pass = |first: usize| {
+            // Re-sliced here so that the compiler knows every row's length inside the loop.
+            let (ws, xs) = (ws.map(|w| &w[..n]), [&xs[0][..n], &xs[1][..n], &xs[2][..n], &xs[3][..n]]);
+            let mut acc = ws.map(|_| [_mm256_setzero_ps(); 4]);
+            let mut off = ws.map(|_| _mm_setzero_ps());
+            let mut j = first;
+            while j < n {
+                let xb: [&[u8]; 4] = [&xs[0][j], &xs[1][j], &xs[2][j], &xs[3][j]];
+                let dx = f16x4!(xb, 0);
+                let sx = if $mins { f16x4!(xb, 2) } else { _mm_setzero_ps() };
+                // Constant-trip loops: once unrolled, every accumulator index is a constant and
+                // the accumulators stay in registers.
+                for c in 0..ws.len() {
+                    let $wb: &[u8] = &ws[c][j];
+                    let $p = $prep;
+                    let d = _mm_mul_ps(_mm256_castps256_ps128($p.d), dx);
+                    for r in 0..4 {
+                        let $xb = xb[r];
+                        let dr = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(d), _mm256_set1_epi32(r as i32));
+                        acc[c][r] = _mm256_fmadd_ps(dr, $row, acc[c][r]);
+                    }
                     if $mins {
-                        *off += $off;
+                        off[c] = _mm_add_ps(off[c], _mm_mul_ps($p.m, sx));
                     }
                 }
+                j += 2;
             }
+            (acc, off)
+        };
+        let (even, odd) = (pass(0), pass(1));
+        let mut out = ws.map(|_| [0f32; 4]);
+        for c in 0..ws.len() {
+            let offs: [f32; 4] = bytemuck::cast(_mm_add_ps(even.1[c], odd.1[c]));
+            out[c] = [0, 1, 2, 3].map(|r| {
+                let sum = hsum_ps(_mm256_add_ps(even.0[c][r], odd.0[c][r]));
+                if $mins {
+                    sum + offs[r]
+                } else {
+                    sum
+                }
+            });
         }
-        [0, 1, 2, 3].map(|r| {
-            let sum = hsum_ps(_mm256_add_ps(acc[0][r].0, acc[1][r].0));
-            if $mins {
-                sum + (acc[0][r].1 + acc[1][r].1)
-            } else {
-                sum
-            }
-        })
+        out
     }};
 }
 
-/// Defines a 1-row kernel `$one` and a 4-row kernel `$four` (with `#[target_feature]` bodies
-/// `$one_impl` and `$four_impl`) for a 32-value block type from its `$prep` and `$row` parts;
-/// `$mins` adds the `m * s` offset term of Q4_1 and Q5_1 (`$off`, given the prepared block `p`
-/// and activation block `xb`).
+/// The f16 at `$at` of each of four blocks `$b`, as four f32 (lane `r` from `$b[r]`). A macro,
+/// not a function: the compiler would not always inline it, and a call costs the accumulators
+/// their registers.
+macro_rules! f16x4 {
+    ($b:expr, $at:expr) => {{
+        let (b, at): ([&[u8]; 4], usize) = ($b, $at);
+        let h = [0, 1, 2, 3].map(|r| i16::from_le_bytes([b[r][at], b[r][at + 1]]));
+        _mm_cvtph_ps(_mm_setr_epi16(h[0], h[1], h[2], h[3], 0, 0, 0, 0))
+    }};
+}
+
+/// Defines a 1-row kernel `$one`, a 4-row kernel `$four` and a 4-by-2 tile kernel `$tile` (with
+/// `#[target_feature]` bodies `$one_impl`, `$four_impl` and `$tile_impl`) for a 32-value block type from its `$prep` and `$row` parts;
+/// `$mins` adds the `m * s` offset term of Q4_1 and Q5_1.
 macro_rules! legacy {
-    ($features:literal, $one:ident, $one_impl:ident, $four:ident, $four_impl:ident,
-     $wbytes:expr, $xbytes:expr, $prep:ident, $row:ident, $mins:expr, |$p:ident, $xb:ident| $off:expr) => {
+    ($features:literal, $one:ident, $one_impl:ident, $four:ident, $four_impl:ident, $tile:ident, $tile_impl:ident,
+     $wbytes:expr, $xbytes:expr, $prep:ident, $row:ident, $mins:expr) => {
         #[target_feature(enable = $features)]
         fn $one_impl(w: &[u8], x: &[u8]) -> f32 {
-            sum_blocks!(w, $wbytes, x, $xbytes, $mins, |wb| $prep(wb), |$p, $xb| $row($p, $xb), $off)
+            sum_blocks!(w, $wbytes, x, $xbytes, $mins, |wb| $prep(wb), |p, xb| $row(&p, xb))
         }
         entry!($one, $one_impl, w: &[u8], x: &[u8] => f32);
 
         #[target_feature(enable = $features)]
         fn $four_impl(w: &[u8], x: [&[u8]; 4]) -> [f32; 4] {
-            sum_blocks4!(w, $wbytes, x, $xbytes, $mins, |wb| $prep(wb), |$p, $xb| $row($p, $xb), $off)
+            let [y] = sum_tile!([w], $wbytes, x, $xbytes, $mins, |wb| $prep(wb), |p, xb| $row(&p, xb));
+            y
         }
         entry!($four, $four_impl, w: &[u8], x: [&[u8]; 4] => [f32; 4]);
+
+        #[target_feature(enable = $features)]
+        fn $tile_impl(w: [&[u8]; 2], x: [&[u8]; 4]) -> [[f32; 4]; 2] {
+            sum_tile!(w, $wbytes, x, $xbytes, $mins, |wb| $prep(wb), |p, xb| $row(&p, xb))
+        }
+        entry!($tile, $tile_impl, w: [&[u8]; 2], x: [&[u8]; 4] => [[f32; 4]; 2]);
     };
 }
 
@@ -121,7 +169,7 @@ macro_rules! block_kernels {
         use crate::kernels::legacy::{
             MXFP4_BYTES, Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0_BYTES, Q8_1_BYTES,
         };
-        use crate::kernels::{e8m0_half, f32_at, kquant_scales_mins, Dot4Fn};
+        use crate::kernels::{e8m0_half, f32_at, kquant_scales_mins, Dot4Fn, Dot4x2Fn};
 
         pub(super) fn dot(w: DType) -> Option<DotFn> {
             Some(match w {
@@ -155,42 +203,61 @@ macro_rules! block_kernels {
             })
         }
 
-        /// A signed weight block: its values, their absolute values and its scale.
-        type Signed = (__m256i, __m256i, __m256);
-        /// An unsigned weight block (Q4_1, Q5_1): its values, its scale and its offset `m`.
-        type Unsigned = (__m256i, __m256, f32);
+        pub(super) fn dot4x2(w: DType) -> Option<Dot4x2Fn> {
+            Some(match w {
+                DType::Q4_0 => q4_0_x4x2,
+                DType::Q4_1 => q4_1_x4x2,
+                DType::Q5_0 => q5_0_x4x2,
+                DType::Q5_1 => q5_1_x4x2,
+                DType::Q8_0 => q8_0_x4x2,
+                DType::Q8_1 => q8_1_x4x2,
+                DType::MXFP4 => mxfp4_x4x2,
+                _ => return None,
+            })
+        }
+
+        /// An unpacked weight block: its 32 values `q` (signed, or unsigned for Q4_1/Q5_1),
+        /// their absolute values `a` (signed types only), its scale `d` and offset `m` (Q4_1,
+        /// Q5_1; else 0) in every lane.
+        #[derive(Clone, Copy)]
+        struct Block {
+            q: __m256i,
+            a: __m256i,
+            d: __m256,
+            m: __m128,
+        }
 
         #[target_feature(enable = $features)]
         #[inline]
-        fn signed(qx: __m256i, d: __m256) -> Signed {
-            (qx, _mm256_sign_epi8(qx, qx), d)
+        fn signed(q: __m256i, d: __m256) -> Block {
+            Block { q, a: _mm256_sign_epi8(q, q), d, m: _mm_setzero_ps() }
         }
 
-        /// `(d_w * d_x, sum(w * x))` for a signed block against a Q8_0 block; the sign trick
+        /// The eight lane sums of a signed block times a Q8_0 block; the sign trick
         /// (`|w| * sign(w) x`) as in ggml's `mul_sum_i8_pairs_float`.
         #[target_feature(enable = $features)]
         #[inline]
-        fn row_signed(p: Signed, xb: &[u8]) -> (__m256, __m256) {
-            let sy = _mm256_sign_epi8(load32(xb, 2), p.0);
-            (_mm256_mul_ps(p.2, f16x8(xb, 0)), _mm256_cvtepi32_ps($us8(p.1, sy)))
+        fn row_signed(p: &Block, xb: &[u8]) -> __m256 {
+            let sy = _mm256_sign_epi8(load32(xb, 2), p.q);
+            _mm256_cvtepi32_ps($us8(p.a, sy))
         }
 
-        /// `(d_w * d_x, sum(w * x))` for an unsigned block against a Q8_1 block.
+        /// The eight lane sums of an unsigned block times a Q8_1 block.
         #[target_feature(enable = $features)]
         #[inline]
-        fn row_unsigned(p: Unsigned, xb: &[u8]) -> (__m256, __m256) {
-            (_mm256_mul_ps(p.1, f16x8(xb, 0)), _mm256_cvtepi32_ps($us8(p.0, load32(xb, 4))))
+        fn row_unsigned(p: &Block, xb: &[u8]) -> __m256 {
+            _mm256_cvtepi32_ps($us8(p.q, load32(xb, 4)))
         }
 
         #[target_feature(enable = $features)]
         #[inline]
-        fn prep_q4_0(wb: &[u8]) -> Signed {
+        fn prep_q4_0(wb: &[u8]) -> Block {
             signed(_mm256_sub_epi8(nibbles32(wb, 2), _mm256_set1_epi8(8)), f16x8(wb, 0))
         }
 
         #[target_feature(enable = $features)]
         #[inline]
-        fn prep_q5_0(wb: &[u8]) -> Signed {
+        fn prep_q5_0(wb: &[u8]) -> Block {
             // A clear fifth bit means value - 16: set the byte's high nibble (two's complement).
             let hi = _mm256_andnot_si256(bits32(wb, 2), _mm256_set1_epi8(0xF0u8 as i8));
             signed(_mm256_or_si256(nibbles32(wb, 6), hi), f16x8(wb, 0))
@@ -198,19 +265,19 @@ macro_rules! block_kernels {
 
         #[target_feature(enable = $features)]
         #[inline]
-        fn prep_q8_0(wb: &[u8]) -> Signed {
+        fn prep_q8_0(wb: &[u8]) -> Block {
             signed(load32(wb, 2), f16x8(wb, 0))
         }
 
         #[target_feature(enable = $features)]
         #[inline]
-        fn prep_q8_1(wb: &[u8]) -> Signed {
+        fn prep_q8_1(wb: &[u8]) -> Block {
             signed(load32(wb, 4), f16x8(wb, 0))
         }
 
         #[target_feature(enable = $features)]
         #[inline]
-        fn prep_mxfp4(wb: &[u8]) -> Signed {
+        fn prep_mxfp4(wb: &[u8]) -> Block {
             let values = _mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
             let m4 = _mm_set1_epi8(0x0F);
             let q4 = load16(wb, 1);
@@ -221,24 +288,25 @@ macro_rules! block_kernels {
 
         #[target_feature(enable = $features)]
         #[inline]
-        fn prep_q4_1(wb: &[u8]) -> Unsigned {
-            (nibbles32(wb, 4), f16x8(wb, 0), f16_hw(wb, 2))
+        fn prep_q4_1(wb: &[u8]) -> Block {
+            Block { q: nibbles32(wb, 4), a: _mm256_setzero_si256(), d: f16x8(wb, 0), m: f16x4b(wb, 2) }
         }
 
         #[target_feature(enable = $features)]
         #[inline]
-        fn prep_q5_1(wb: &[u8]) -> Unsigned {
+        fn prep_q5_1(wb: &[u8]) -> Block {
             let hi = _mm256_and_si256(bits32(wb, 4), _mm256_set1_epi8(0x10));
-            (_mm256_or_si256(nibbles32(wb, 8), hi), f16x8(wb, 0), f16_hw(wb, 2))
+            let q = _mm256_or_si256(nibbles32(wb, 8), hi);
+            Block { q, a: _mm256_setzero_si256(), d: f16x8(wb, 0), m: f16x4b(wb, 2) }
         }
 
-        legacy!($features, q4_0, q4_0_impl, q4_0_x4, q4_0_x4_impl, Q4_0_BYTES, Q8_0_BYTES, prep_q4_0, row_signed, false, |_p, _xb| 0.0);
-        legacy!($features, q5_0, q5_0_impl, q5_0_x4, q5_0_x4_impl, Q5_0_BYTES, Q8_0_BYTES, prep_q5_0, row_signed, false, |_p, _xb| 0.0);
-        legacy!($features, q8_0, q8_0_impl, q8_0_x4, q8_0_x4_impl, Q8_0_BYTES, Q8_0_BYTES, prep_q8_0, row_signed, false, |_p, _xb| 0.0);
-        legacy!($features, q8_1, q8_1_impl, q8_1_x4, q8_1_x4_impl, Q8_1_BYTES, Q8_0_BYTES, prep_q8_1, row_signed, false, |_p, _xb| 0.0);
-        legacy!($features, mxfp4, mxfp4_impl, mxfp4_x4, mxfp4_x4_impl, MXFP4_BYTES, Q8_0_BYTES, prep_mxfp4, row_signed, false, |_p, _xb| 0.0);
-        legacy!($features, q4_1, q4_1_impl, q4_1_x4, q4_1_x4_impl, Q4_1_BYTES, Q8_1_BYTES, prep_q4_1, row_unsigned, true, |p, xb| p.2 * f16_hw(xb, 2));
-        legacy!($features, q5_1, q5_1_impl, q5_1_x4, q5_1_x4_impl, Q5_1_BYTES, Q8_1_BYTES, prep_q5_1, row_unsigned, true, |p, xb| p.2 * f16_hw(xb, 2));
+        legacy!($features, q4_0, q4_0_impl, q4_0_x4, q4_0_x4_impl, q4_0_x4x2, q4_0_x4x2_impl, Q4_0_BYTES, Q8_0_BYTES, prep_q4_0, row_signed, false);
+        legacy!($features, q5_0, q5_0_impl, q5_0_x4, q5_0_x4_impl, q5_0_x4x2, q5_0_x4x2_impl, Q5_0_BYTES, Q8_0_BYTES, prep_q5_0, row_signed, false);
+        legacy!($features, q8_0, q8_0_impl, q8_0_x4, q8_0_x4_impl, q8_0_x4x2, q8_0_x4x2_impl, Q8_0_BYTES, Q8_0_BYTES, prep_q8_0, row_signed, false);
+        legacy!($features, q8_1, q8_1_impl, q8_1_x4, q8_1_x4_impl, q8_1_x4x2, q8_1_x4x2_impl, Q8_1_BYTES, Q8_0_BYTES, prep_q8_1, row_signed, false);
+        legacy!($features, mxfp4, mxfp4_impl, mxfp4_x4, mxfp4_x4_impl, mxfp4_x4x2, mxfp4_x4x2_impl, MXFP4_BYTES, Q8_0_BYTES, prep_mxfp4, row_signed, false);
+        legacy!($features, q4_1, q4_1_impl, q4_1_x4, q4_1_x4_impl, q4_1_x4x2, q4_1_x4x2_impl, Q4_1_BYTES, Q8_1_BYTES, prep_q4_1, row_unsigned, true);
+        legacy!($features, q5_1, q5_1_impl, q5_1_x4, q5_1_x4_impl, q5_1_x4x2, q5_1_x4x2_impl, Q5_1_BYTES, Q8_1_BYTES, prep_q5_1, row_unsigned, true);
 
         /// Q4_K and Q5_K: per 64 values, two sub-blocks of 32 with their own 6-bit scale.
         #[target_feature(enable = $features)]

@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 use tessera_core::DType;
 
 use super::float::VecFns;
-use super::{Dot4Fn, DotFn};
+use super::{Dot4Fn, Dot4x2Fn, DotFn};
 
 pub(super) fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
@@ -51,6 +51,12 @@ pub(super) unsafe fn avx2_dot(w: DType) -> Option<DotFn> {
 /// The CPU must support AVX2, FMA and F16C ([`has_avx2`]).
 pub(super) unsafe fn avx2_dot4(w: DType) -> Option<Dot4Fn> {
     avx2::dot4(w)
+}
+
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C ([`has_avx2`]).
+pub(super) unsafe fn avx2_dot4x2(w: DType) -> Option<Dot4x2Fn> {
+    avx2::dot4x2(w)
 }
 
 /// # Safety
@@ -119,6 +125,12 @@ pub(super) unsafe fn avx512_dot(w: DType) -> Option<DotFn> {
 /// The CPU must support the AVX-512 subset of [`has_avx512`].
 pub(super) unsafe fn avx512_dot4(w: DType) -> Option<Dot4Fn> {
     avx512::dot4(w)
+}
+
+/// # Safety
+/// The CPU must support the AVX-512 subset of [`has_avx512`].
+pub(super) unsafe fn avx512_dot4x2(w: DType) -> Option<Dot4x2Fn> {
+    avx512::dot4x2(w)
 }
 
 /// # Safety
@@ -193,6 +205,15 @@ fn f16_hw(b: &[u8], at: usize) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes([b[at], b[at + 1]]))))
 }
 
+/// [`f16x8`] in four lanes. Hot loops use these rather than [`f16_hw`]: when only one lane is
+/// used, the compiler inserts the value into whatever register is free, often an accumulator,
+/// which chains every block's conversion to the previous block's sum.
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+fn f16x4b(b: &[u8], at: usize) -> __m128 {
+    _mm_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes([b[at], b[at + 1]])))
+}
+
 #[target_feature(enable = "avx2")]
 #[inline]
 fn hsum_ps(x: __m256) -> f32 {
@@ -252,7 +273,7 @@ fn kquant_min_sum(xb: &[u8], mins: &[u8; 8]) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{check_against_scalar, check_four_rows};
+    use super::super::testing::{check_against_scalar, check_four_rows, check_tile};
     use super::*;
 
     #[test]
@@ -268,6 +289,10 @@ mod tests {
                 // SAFETY: as above.
                 if let Some(f4) = unsafe { avx2_dot4(d) } {
                     check_four_rows(d, f, f4);
+                }
+                // SAFETY: as above.
+                if let Some(t) = unsafe { avx2_dot4x2(d) } {
+                    check_tile(d, f, t);
                 }
             }
         }
@@ -315,6 +340,10 @@ mod tests {
                 // SAFETY: as above.
                 if let Some(f4) = unsafe { avx512_dot4(d) } {
                     check_four_rows(d, f, f4);
+                }
+                // SAFETY: as above.
+                if let Some(t) = unsafe { avx512_dot4x2(d) } {
+                    check_tile(d, f, t);
                 }
             }
         }
