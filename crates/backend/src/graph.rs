@@ -382,39 +382,60 @@ impl GraphBuilder {
         window: Option<usize>,
     ) -> Result<NodeId, GraphError> {
         let op = Op::Attention { n_heads, n_kv_heads, head_dim, scale, window };
-        self.expect_dtype(&op, q, &[DType::F32], "q")?;
-        self.expect_dtype(&op, k, &[DType::F32, DType::F16], "k")?;
-        self.expect_dtype(&op, pos, &[DType::I32], "pos")?;
+        let (sq, _) = self.check_attention(&op, [q, k, v, pos], n_heads, n_kv_heads, head_dim, window)?;
+        Ok(self.push(op, vec![q, k, v, pos], DType::F32, sq))
+    }
+
+    /// What `Attention` and `PagedAttention` both require of q, k, v and pos, and of the window;
+    /// returns the shapes of q and k.
+    fn check_attention(
+        &self,
+        op: &Op,
+        [q, k, v, pos]: [NodeId; 4],
+        n_heads: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+        window: Option<usize>,
+    ) -> Result<(Shape, Shape), GraphError> {
+        self.expect_dtype(op, q, &[DType::F32], "q")?;
+        self.expect_dtype(op, k, &[DType::F32, DType::F16], "k")?;
+        self.expect_dtype(op, pos, &[DType::I32], "pos")?;
         let (sq, sk, sv) = (self.get(q)?.shape.clone(), self.get(k)?.shape.clone(), self.get(v)?.shape.clone());
         if self.dtype(k) != self.dtype(v) || sk != sv {
-            return Err(invalid(&op, format!("k {sk} and v {sv} must match in type and shape")));
+            return Err(invalid(op, format!("k {sk} and v {sv} must match in type and shape")));
         }
         if n_heads == 0 || n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) || head_dim == 0 {
-            return Err(invalid(&op, format!("{n_heads} heads cannot share {n_kv_heads} KV heads")));
+            return Err(invalid(op, format!("{n_heads} heads cannot share {n_kv_heads} KV heads")));
         }
         if sq.rank() != 2 || sq.cols() != n_heads * head_dim || sk.rank() != 2 || sk.cols() != n_kv_heads * head_dim {
-            return Err(invalid(&op, format!("q {sq} / k {sk} do not fit {n_heads}x{n_kv_heads} heads of {head_dim}")));
+            return Err(invalid(op, format!("q {sq} / k {sk} do not fit {n_heads}x{n_kv_heads} heads of {head_dim}")));
         }
         if self.get(pos)?.shape.count() != sq.rows() {
-            return Err(invalid(&op, "one position per query row is required"));
+            return Err(invalid(op, "one position per query row is required"));
         }
         if window == Some(0) {
-            return Err(invalid(&op, "a window of 0 attends to nothing"));
+            return Err(invalid(op, "a window of 0 attends to nothing"));
         }
-        Ok(self.push(op, vec![q, k, v, pos], DType::F32, sq))
+        Ok((sq, sk))
+    }
+
+    /// The destination of a store: a leaf or another store, F32 or F16. Returns its shape and type.
+    fn store_target(&self, op: &Op, dst: NodeId) -> Result<(Shape, DType), GraphError> {
+        let d = self.get(dst)?;
+        if !d.op.is_store_target() {
+            return Err(invalid(op, "destination must be a leaf or a store"));
+        }
+        if !matches!(d.dtype, DType::F32 | DType::F16) {
+            return Err(invalid(op, format!("destination type {} is not F32 or F16", d.dtype)));
+        }
+        Ok((d.shape.clone(), d.dtype))
     }
 
     pub fn store(&mut self, src: NodeId, dst: NodeId, row: usize) -> Result<NodeId, GraphError> {
         let op = Op::Store { row };
         self.expect_dtype(&op, src, &[DType::F32], "src")?;
-        let d = self.get(dst)?;
-        if !d.op.is_store_target() {
-            return Err(invalid(&op, "destination must be a leaf or a store"));
-        }
-        if !matches!(d.dtype, DType::F32 | DType::F16) {
-            return Err(invalid(&op, format!("destination type {} is not F32 or F16", d.dtype)));
-        }
-        let (sd, ss, dd) = (d.shape.clone(), self.get(src)?.shape.clone(), d.dtype);
+        let (sd, dd) = self.store_target(&op, dst)?;
+        let ss = self.get(src)?.shape.clone();
         if sd.rank() != 2 || ss.cols() != sd.cols() || row.checked_add(ss.rows()).is_none_or(|end| end > sd.rows()) {
             return Err(invalid(&op, format!("{ss} does not fit into {sd} at row {row}")));
         }
@@ -425,14 +446,8 @@ impl GraphBuilder {
         let op = Op::StoreRows;
         self.expect_dtype(&op, src, &[DType::F32], "src")?;
         self.expect_dtype(&op, slots, &[DType::I32], "slots")?;
-        let d = self.get(dst)?;
-        if !d.op.is_store_target() {
-            return Err(invalid(&op, "destination must be a leaf or a store"));
-        }
-        if !matches!(d.dtype, DType::F32 | DType::F16) {
-            return Err(invalid(&op, format!("destination type {} is not F32 or F16", d.dtype)));
-        }
-        let (sd, ss, dd) = (d.shape.clone(), self.get(src)?.shape.clone(), d.dtype);
+        let (sd, dd) = self.store_target(&op, dst)?;
+        let ss = self.get(src)?.shape.clone();
         if sd.rank() != 2 || ss.rank() != 2 || ss.cols() != sd.cols() {
             return Err(invalid(&op, format!("rows of {ss} do not fit into {sd}")));
         }
@@ -458,32 +473,14 @@ impl GraphBuilder {
         block_size: usize,
     ) -> Result<NodeId, GraphError> {
         let op = Op::PagedAttention { n_heads, n_kv_heads, head_dim, scale, window, block_size };
-        self.expect_dtype(&op, q, &[DType::F32], "q")?;
-        self.expect_dtype(&op, k, &[DType::F32, DType::F16], "k")?;
-        self.expect_dtype(&op, pos, &[DType::I32], "pos")?;
+        let (sq, sk) = self.check_attention(&op, [q, k, v, pos], n_heads, n_kv_heads, head_dim, window)?;
         self.expect_dtype(&op, tables, &[DType::I32], "tables")?;
-        let (sq, sk, sv) = (self.get(q)?.shape.clone(), self.get(k)?.shape.clone(), self.get(v)?.shape.clone());
-        if self.dtype(k) != self.dtype(v) || sk != sv {
-            return Err(invalid(&op, format!("k {sk} and v {sv} must match in type and shape")));
-        }
-        if n_heads == 0 || n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) || head_dim == 0 {
-            return Err(invalid(&op, format!("{n_heads} heads cannot share {n_kv_heads} KV heads")));
-        }
-        if sq.rank() != 2 || sq.cols() != n_heads * head_dim || sk.rank() != 2 || sk.cols() != n_kv_heads * head_dim {
-            return Err(invalid(&op, format!("q {sq} / k {sk} do not fit {n_heads}x{n_kv_heads} heads of {head_dim}")));
-        }
-        if self.get(pos)?.shape.count() != sq.rows() {
-            return Err(invalid(&op, "one position per query row is required"));
-        }
         let st = self.get(tables)?.shape.clone();
         if st.rank() != 2 || st.rows() != sq.rows() || st.cols() == 0 {
             return Err(invalid(&op, format!("block tables {st} must be [{}, blocks]", sq.rows())));
         }
         if block_size == 0 || !sk.rows().is_multiple_of(block_size) {
             return Err(invalid(&op, format!("a cache of {} rows is not made of blocks of {block_size}", sk.rows())));
-        }
-        if window == Some(0) {
-            return Err(invalid(&op, "a window of 0 attends to nothing"));
         }
         Ok(self.push(op, vec![q, k, v, pos, tables], DType::F32, sq))
     }

@@ -409,21 +409,11 @@ async fn chat_completions(State(state): State<Arc<AppState>>, request: Request) 
         }
         let mut parsers: Vec<Option<ToolCallParser>> =
             (0..n).map(|_| tool_format.map(|f| ToolCallParser::new(f, tool_ids.clone()))).collect();
-        let mut merged = futures_util::stream::select_all(choices.into_iter().enumerate().map(|(k, s)| {
-            let index = s.index;
-            tokio_stream_from(s.events).map(move |e| (k, index, e)).boxed()
-        }));
+        let mut merged = MergedEvents::new(choices);
         let (mut completion, mut cached, mut open) = (0, 0, n);
         while open > 0 {
-            let next = match tokio::time::timeout_at(deadline, merged.next()).await {
-                Ok(Some(next)) => next,
-                Ok(None) => break,
-                Err(_) => {
-                    let _ = tx.send(ApiError::unavailable("The request timed out.").to_sse()).await;
-                    return;
-                }
-            };
-            let (k, index, event) = next;
+            let Ok(next) = merged.next(deadline, &tx).await else { return };
+            let Some((k, index, event)) = next else { break };
             let chunk = match event {
                 Event::Token { text, logprob } => {
                     let delta = match parsers[k].as_mut() {
@@ -539,20 +529,11 @@ async fn completions(State(state): State<Arc<AppState>>, request: Request) -> Re
             }
         }
         let mut offsets: Vec<usize> = choices.iter().map(|s| s.prompt_text.as_ref().map_or(0, String::len)).collect();
-        let mut merged = futures_util::stream::select_all(choices.into_iter().enumerate().map(|(k, s)| {
-            let index = s.index;
-            tokio_stream_from(s.events).map(move |e| (k, index, e)).boxed()
-        }));
+        let mut merged = MergedEvents::new(choices);
         let (mut completion, mut cached, mut open) = (0, 0, n);
         while open > 0 {
-            let (k, index, event) = match tokio::time::timeout_at(deadline, merged.next()).await {
-                Ok(Some(next)) => next,
-                Ok(None) => break,
-                Err(_) => {
-                    let _ = tx.send(ApiError::unavailable("The request timed out.").to_sse()).await;
-                    return;
-                }
-            };
+            let Ok(next) = merged.next(deadline, &tx).await else { return };
+            let Some((k, index, event)) = next else { break };
             let chunk = match event {
                 Event::Token { text, logprob } => {
                     let logprobs = logprob.filter(|_| want_logprobs).map(|l| completion_logprobs(&[l], offsets[k]));
@@ -584,6 +565,37 @@ async fn completions(State(state): State<Arc<AppState>>, request: Request) -> Re
         let _ = tx.send(SSE_DONE.to_string()).await;
     });
     Ok(sse_response(rx))
+}
+
+/// The events of every choice of a request as one stream, in arrival order, each tagged with the
+/// choice's position in the request and its `index`.
+struct MergedEvents(futures_util::stream::SelectAll<futures_util::stream::BoxStream<'static, (usize, u32, Event)>>);
+
+/// The request's deadline passed; the client has been sent an error event.
+struct TimedOut;
+
+impl MergedEvents {
+    fn new(choices: Vec<Submitted>) -> MergedEvents {
+        MergedEvents(futures_util::stream::select_all(choices.into_iter().enumerate().map(|(k, s)| {
+            let index = s.index;
+            tokio_stream_from(s.events).map(move |e| (k, index, e)).boxed()
+        })))
+    }
+
+    /// The next event; `Ok(None)` once every choice's channel has closed.
+    async fn next(
+        &mut self,
+        deadline: tokio::time::Instant,
+        tx: &mpsc::Sender<String>,
+    ) -> std::result::Result<Option<(usize, u32, Event)>, TimedOut> {
+        match tokio::time::timeout_at(deadline, self.0.next()).await {
+            Ok(next) => Ok(next),
+            Err(_) => {
+                let _ = tx.send(ApiError::unavailable("The request timed out.").to_sse()).await;
+                Err(TimedOut)
+            }
+        }
+    }
 }
 
 /// A receiver as a stream; dropping the stream drops the receiver, which the engine notices.
