@@ -1,10 +1,11 @@
 //! Fitting the performance model's efficiency factors to measured `tessera bench` profiles, and
 //! testing the fit honestly: leave one model out, fit on the others, predict it.
 //!
-//! Three factors are fitted by least squares on log tokens/s (Nelder-Mead over their logarithms):
+//! Four factors are fitted by least squares on log tokens/s (Nelder-Mead over their logarithms):
 //! the compute fraction with many rows per step (prompt processing), the rows at which half of it
-//! is reached (a one-token decode step reuses each weight block once), and the fixed cost per
-//! layer per step. Memory efficiency is not fitted: against a *measured* read bandwidth (a
+//! is reached (a one-token decode step reuses each weight block once), the fixed cost per
+//! layer per step, and the hidden width at which multi-row steps reach half of their compute
+//! fraction (narrow models prefill at a lower fraction of peak than wide ones). Memory efficiency is not fitted: against a *measured* read bandwidth (a
 //! profile's `mem_read` record, `--mem-bw`, or a catalog figure whose source is a measurement) it
 //! is 1, since the measurement is what streaming reads achieve; against a datasheet peak it is the
 //! cited default. A prediction for a model none of whose records took part in the fit says how
@@ -200,21 +201,23 @@ pub fn calibrate(
 
 /// Bounds on the log-parameters (compute fraction, rows for half of it, seconds per layer), so a
 /// flat direction cannot run off to infinity.
-const LOG_BOUNDS: [(f64, f64); 3] = [(-12.0, 1.0), (-16.0, 9.0), (-32.0, -2.0)];
+const LOG_BOUNDS: [(f64, f64); DIMS] = [(-12.0, 1.0), (-16.0, 9.0), (-32.0, -2.0), (-10.0, 12.0)];
+const DIMS: usize = 4;
 
-fn efficiency_of(x: &[f64; 3], fitted_on: &[String], memory: f64) -> Efficiency {
+fn efficiency_of(x: &[f64; DIMS], fitted_on: &[String], memory: f64) -> Efficiency {
     Efficiency {
         compute: x[0].exp(),
         rows_half: x[1].exp(),
         memory,
         layer_overhead_s: x[2].exp(),
+        width_half: x[3].exp(),
         basis: format!("fitted to tessera bench profiles of {}", fitted_on.join(", ")),
     }
 }
 
 /// Least squares on log tokens/s; several starts, best result.
 fn fit(pairs: &[(&BenchRecord, &Hardware)], fitted_on: &[String], statistic: Statistic, memory: f64) -> Efficiency {
-    let loss = |x: &[f64; 3]| -> f64 {
+    let loss = |x: &[f64; DIMS]| -> f64 {
         let eff = efficiency_of(x, fitted_on, memory);
         pairs
             .iter()
@@ -229,13 +232,15 @@ fn fit(pairs: &[(&BenchRecord, &Hardware)], fitted_on: &[String], statistic: Sta
             })
             .sum()
     };
-    let mut best = ([0.0f64; 3], f64::INFINITY);
+    let mut best = ([0.0f64; DIMS], f64::INFINITY);
     for &c in &[0.03f64, 0.3] {
         for &h in &[0.01f64, 1.0, 30.0] {
             for &t in &[1e-6f64, 1e-4] {
-                let (x, v) = nelder_mead(&loss, [c.ln(), h.ln(), t.ln()], 0.5, 800);
-                if v < best.1 {
-                    best = (x, v);
+                for &v in &[1.0f64, 300.0] {
+                    let (x, value) = nelder_mead(&loss, [c.ln(), h.ln(), t.ln(), v.ln()], 0.5, 1200);
+                    if value < best.1 {
+                        best = (x, value);
+                    }
                 }
             }
         }
@@ -243,7 +248,7 @@ fn fit(pairs: &[(&BenchRecord, &Hardware)], fitted_on: &[String], statistic: Sta
     efficiency_of(&best.0, fitted_on, memory)
 }
 
-fn clamp(x: [f64; 3]) -> [f64; 3] {
+fn clamp(x: [f64; DIMS]) -> [f64; DIMS] {
     let mut y = x;
     for (v, (lo, hi)) in y.iter_mut().zip(LOG_BOUNDS) {
         *v = v.clamp(lo, hi);
@@ -251,33 +256,38 @@ fn clamp(x: [f64; 3]) -> [f64; 3] {
     y
 }
 
-/// Nelder-Mead minimisation in three dimensions; returns the best point and its value.
-fn nelder_mead(f: &dyn Fn(&[f64; 3]) -> f64, start: [f64; 3], step: f64, iterations: usize) -> ([f64; 3], f64) {
-    let eval = |x: [f64; 3]| {
+/// Nelder-Mead minimisation; returns the best point and its value.
+fn nelder_mead(
+    f: &dyn Fn(&[f64; DIMS]) -> f64,
+    start: [f64; DIMS],
+    step: f64,
+    iterations: usize,
+) -> ([f64; DIMS], f64) {
+    let eval = |x: [f64; DIMS]| {
         let x = clamp(x);
         (x, f(&x))
     };
-    let mut simplex: Vec<([f64; 3], f64)> = vec![eval(start)];
-    for i in 0..3 {
+    let mut simplex: Vec<([f64; DIMS], f64)> = vec![eval(start)];
+    for i in 0..DIMS {
         let mut x = start;
         x[i] += step;
         simplex.push(eval(x));
     }
     for _ in 0..iterations {
         simplex.sort_by(|a, b| a.1.total_cmp(&b.1));
-        if (simplex[3].1 - simplex[0].1).abs() < 1e-14 {
+        if (simplex[DIMS].1 - simplex[0].1).abs() < 1e-14 {
             break;
         }
-        let mut centroid = [0.0; 3];
-        for (x, _) in &simplex[..3] {
-            for k in 0..3 {
-                centroid[k] += x[k] / 3.0;
+        let mut centroid = [0.0; DIMS];
+        for (x, _) in &simplex[..DIMS] {
+            for k in 0..DIMS {
+                centroid[k] += x[k] / DIMS as f64;
             }
         }
-        let worst = simplex[3];
+        let worst = simplex[DIMS];
         let along = |t: f64| {
-            let mut x = [0.0; 3];
-            for k in 0..3 {
+            let mut x = [0.0; DIMS];
+            for k in 0..DIMS {
                 x[k] = centroid[k] + t * (worst.0[k] - centroid[k]);
             }
             eval(x)
@@ -285,18 +295,18 @@ fn nelder_mead(f: &dyn Fn(&[f64; 3]) -> f64, start: [f64; 3], step: f64, iterati
         let reflected = along(-1.0);
         if reflected.1 < simplex[0].1 {
             let expanded = along(-2.0);
-            simplex[3] = if expanded.1 < reflected.1 { expanded } else { reflected };
-        } else if reflected.1 < simplex[2].1 {
-            simplex[3] = reflected;
+            simplex[DIMS] = if expanded.1 < reflected.1 { expanded } else { reflected };
+        } else if reflected.1 < simplex[DIMS - 1].1 {
+            simplex[DIMS] = reflected;
         } else {
             let contracted = if reflected.1 < worst.1 { along(-0.5) } else { along(0.5) };
             if contracted.1 < worst.1.min(reflected.1) {
-                simplex[3] = contracted;
+                simplex[DIMS] = contracted;
             } else {
                 let best = simplex[0].0;
                 for point in simplex.iter_mut().skip(1) {
-                    let mut x = [0.0; 3];
-                    for k in 0..3 {
+                    let mut x = [0.0; DIMS];
+                    for k in 0..DIMS {
                         x[k] = best[k] + 0.5 * (point.0[k] - best[k]);
                     }
                     *point = eval(x);
@@ -322,7 +332,14 @@ mod tests {
         let chip = cat.chip("local-zen3-2c").unwrap();
         // Like the real machine: slow kernels, so decode is compute-bound and every factor shows.
         let truth =
-            Efficiency { compute: 0.03, rows_half: 0.5, memory: 1.0, layer_overhead_s: 300e-6, basis: "truth".into() };
+            Efficiency {
+                compute: 0.03,
+                rows_half: 0.5,
+                memory: 1.0,
+                layer_overhead_s: 300e-6,
+                width_half: 400.0,
+                basis: "truth".into(),
+            };
         let shapes = [
             ("small.gguf", (30, 576, 1536, 9, 3, 64, 49152), 134_515_008.0, 86e6),
             ("mid.gguf", (18, 640, 2048, 4, 1, 256, 262144), 268_098_176.0, 242e6),
@@ -346,6 +363,7 @@ mod tests {
         assert!((cal.efficiency.compute / 0.03 - 1.0).abs() < 0.02, "{:?}", cal.efficiency);
         assert!((cal.efficiency.rows_half / 0.5 - 1.0).abs() < 0.05, "{:?}", cal.efficiency);
         assert!((cal.efficiency.layer_overhead_s / 300e-6 - 1.0).abs() < 0.05, "{:?}", cal.efficiency);
+        assert!((cal.efficiency.width_half / 400.0 - 1.0).abs() < 0.1, "{:?}", cal.efficiency);
         assert_eq!(cal.efficiency.memory, 1.0, "the catalog bandwidth of this machine is a measurement");
         assert_eq!(cal.leave_one_out.len(), 6);
         assert!(cal.max_abs_loo_error_pct().unwrap() < 1.0, "{:?}", cal.leave_one_out);

@@ -28,6 +28,12 @@ pub struct Efficiency {
     pub memory: f64,
     /// Seconds per layer per forward step that do not scale with the work.
     pub layer_overhead_s: f64,
+    /// Hidden width at which steps of several rows reach half of `compute`: their tiled kernels
+    /// pay a cost per output value (activation conversion, tile set-up, reductions) that a wide
+    /// matrix amortises over a longer dot product, so narrow models prefill at a lower fraction
+    /// of peak. One-row steps run other kernels and do not pay it. 0 turns the effect off.
+    #[serde(default)]
+    pub width_half: f64,
     /// Where the factors come from.
     pub basis: String,
 }
@@ -40,6 +46,7 @@ impl Efficiency {
             rows_half: a.eff_rows_half.value,
             memory: a.eff_memory.value,
             layer_overhead_s: 0.0,
+            width_half: 0.0,
             basis: format!(
                 "uncalibrated defaults: compute {} ({}), memory {} ({})",
                 a.eff_compute.value, a.eff_compute.flag, a.eff_memory.value, a.eff_memory.flag
@@ -177,14 +184,15 @@ struct Work {
 }
 
 impl Efficiency {
-    /// The fraction of peak compute at `rows` tokens per step.
-    pub fn compute_at(&self, rows: f64) -> f64 {
-        self.compute * rows / (rows + self.rows_half)
+    /// The fraction of peak compute at `rows` tokens per step through matrices `width` wide.
+    pub fn compute_at(&self, rows: f64, width: f64) -> f64 {
+        let tiled = if rows >= 2.0 { width / (width + self.width_half) } else { 1.0 };
+        self.compute * rows / (rows + self.rows_half) * tiled
     }
 }
 
 fn time(model: &ModelShape, hw: &Hardware, eff: &Efficiency, w: &Work) -> StepTime {
-    let e = eff.compute_at(w.tokens_per_step.max(1.0));
+    let e = eff.compute_at(w.tokens_per_step.max(1.0), f64::from(model.n_embd));
     let compute_s = w.linear_flops / (e * hw.peak_linear) + w.attention_flops / (e * hw.peak_attention);
     let memory_s = w.bytes / (eff.memory * hw.memory_bandwidth);
     let layers = f64::from(model.n_layer);
@@ -283,6 +291,8 @@ pub struct Estimate {
     /// Inter-token latency.
     pub itl_s: f64,
     pub decode: StepTime,
+    /// Fraction of peak compute the decode step's matmuls reach.
+    pub decode_compute_fraction: f64,
     pub efficiency: Efficiency,
 }
 
@@ -320,6 +330,7 @@ pub fn estimate(
         decode_tokens_per_s: f64::from(batch) / dec.seconds,
         decode_tokens_per_s_per_seq: 1.0 / dec.seconds,
         itl_s: dec.seconds,
+        decode_compute_fraction: eff.compute_at(f64::from(batch), f64::from(model.n_embd)),
         decode: dec,
         efficiency: eff.clone(),
     })
@@ -340,7 +351,14 @@ mod tests {
         }
         let chip = cat.chip(chip).unwrap();
         let hw = Hardware::new(chip, 1, default_precisions(chip, &m), None, None, &a).unwrap();
-        (m, hw, Efficiency { compute: 1.0, rows_half: 0.0, memory: 1.0, layer_overhead_s: 0.0, basis: "ideal".into() })
+        (m, hw, Efficiency {
+            compute: 1.0,
+            rows_half: 0.0,
+            memory: 1.0,
+            layer_overhead_s: 0.0,
+            width_half: 0.0,
+            basis: "ideal".into(),
+        })
     }
 
     #[test]

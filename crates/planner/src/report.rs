@@ -327,13 +327,14 @@ pub fn estimate_text(e: &Estimate, cost: &Result<TokenCost, PlanError>) -> Strin
     );
     let _ = writeln!(
         s,
-        "efficiency: compute {:.4} at {} rows ({:.4} with {:.2} rows for half), memory {:.3}, {:.1} us per layer per step ({})",
-        e.efficiency.compute_at(f64::from(e.batch)),
+        "efficiency: compute {:.4} at {} rows ({:.4} with {:.2} rows for half), memory {:.3}, {:.1} us per layer per step, half compute at width {:.0} in multi-row steps ({})",
+        e.decode_compute_fraction,
         e.batch,
         e.efficiency.compute,
         e.efficiency.rows_half,
         e.efficiency.memory,
         e.efficiency.layer_overhead_s * 1e6,
+        e.efficiency.width_half,
         e.efficiency.basis
     );
     match cost {
@@ -387,11 +388,12 @@ pub fn calibration_text(c: &Calibration) -> String {
     let mut s = format!("Calibration on {}\n", c.chip);
     let _ = writeln!(
         s,
-        "fitted on all profiles: compute efficiency {:.4} (half of it at {:.2} rows per step), memory efficiency {:.2}, {:.1} us per layer per step",
+        "fitted on all profiles: compute efficiency {:.4} (half of it at {:.2} rows per step), memory efficiency {:.2}, {:.1} us per layer per step, half compute at width {:.0} in multi-row steps",
         c.efficiency.compute,
         c.efficiency.rows_half,
         c.efficiency.memory,
-        c.efficiency.layer_overhead_s * 1e6
+        c.efficiency.layer_overhead_s * 1e6,
+        c.efficiency.width_half
     );
     if !c.leave_one_out.is_empty() {
         let _ = writeln!(s, "\nleave one model out (fit on the other models, predict this one):");

@@ -5,11 +5,9 @@
 //!
 //! The profiles are three sizes of one weight type (Q4_0: SmolLM2-135M and -360M shapes,
 //! Llama-3.2-1B shape; `scripts/fixtures/bench/make_profiles.sh`), so that a fit on two sizes can
-//! speak for the third. Generation (tg) passes. Prompt processing (pp) does not yet: measured
-//! GFLOP/s grows with the matrices' width (about 47, 51 and 74 GFLOP/s for the three sizes on this
-//! CPU), which the roofline's single compute efficiency cannot express; even fitted on all three
-//! it is off by up to 12%, and leave-one-out by 17%. That test is ignored with this reason rather
-//! than loosened; run it with `--ignored`.
+//! speak for the third. Prompt processing needs the width term of the efficiency model: measured
+//! GFLOP/s grows with the matrices' width (about 47, 51 and 74 GFLOP/s for the three sizes on
+//! this CPU), which one compute fraction alone cannot express (leave-one-out errors of 17%).
 //!
 //! Without profiles the tests skip with a note locally and fail under CI (env `CI` set).
 
@@ -94,7 +92,6 @@ fn generation_predictions_for_an_unseen_model_are_within_ten_percent() {
 }
 
 #[test]
-#[ignore = "fails on the fixtures (Llama-1B -17%, SmolLM2-135M +17%): prefill efficiency grows with matrix width, which the roofline's one compute efficiency does not model"]
 fn prompt_predictions_for_an_unseen_model_are_within_ten_percent() {
     if let Some(cal) = calibration() {
         assert_within_tolerance(&cal, "pp");
