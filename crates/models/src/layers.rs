@@ -4,15 +4,15 @@
 use tessera_backend::{GraphBuilder, NodeId, RopeStyle};
 
 use crate::config::ModelConfig;
-use crate::weights::{WeightLoader, WeightRef};
+use crate::weights::{Linear, OutputScale, WeightLoader, WeightRef};
 use crate::{KvInputs, Logits, ModelError, StepInputs};
 
 /// One layer's attention weights. Optional parts exist in some architectures only.
 pub(crate) struct AttentionWeights {
-    pub q: WeightRef,
-    pub k: WeightRef,
-    pub v: WeightRef,
-    pub o: WeightRef,
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
     /// Qwen2's projection biases.
     pub biases: Option<[WeightRef; 3]>,
     /// Per-head RMS norms of Q and K before RoPE (Qwen3, Gemma 3).
@@ -42,10 +42,10 @@ impl AttentionWeights {
             None
         };
         Ok(AttentionWeights {
-            q: w.matrix(&p("attn_q.weight"), q, e)?,
-            k: w.matrix(&p("attn_k.weight"), kv, e)?,
-            v: w.matrix(&p("attn_v.weight"), kv, e)?,
-            o: w.matrix(&p("attn_output.weight"), e, q)?,
+            q: w.linear(&p("attn_q.weight"), q, e)?,
+            k: w.linear(&p("attn_k.weight"), kv, e)?,
+            v: w.linear(&p("attn_v.weight"), kv, e)?,
+            o: w.linear(&p("attn_output.weight"), e, q)?,
             biases,
             qk_norm,
         })
@@ -123,18 +123,18 @@ fn head_norm(
 
 /// Gated feed-forward weights (`ffn_gate`, `ffn_up`, `ffn_down`).
 pub(crate) struct FfnWeights {
-    pub gate: WeightRef,
-    pub up: WeightRef,
-    pub down: WeightRef,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
 }
 
 impl FfnWeights {
     pub fn load(w: &mut WeightLoader<'_>, cfg: &ModelConfig, i: usize) -> Result<Self, ModelError> {
         let (e, f) = (cfg.n_embd, cfg.n_ff);
         Ok(FfnWeights {
-            gate: w.matrix(&format!("blk.{i}.ffn_gate.weight"), f, e)?,
-            up: w.matrix(&format!("blk.{i}.ffn_up.weight"), f, e)?,
-            down: w.matrix(&format!("blk.{i}.ffn_down.weight"), e, f)?,
+            gate: w.linear(&format!("blk.{i}.ffn_gate.weight"), f, e)?,
+            up: w.linear(&format!("blk.{i}.ffn_up.weight"), f, e)?,
+            down: w.linear(&format!("blk.{i}.ffn_down.weight"), e, f)?,
         })
     }
 }
@@ -159,7 +159,7 @@ pub(crate) fn ffn(g: &mut GraphBuilder, x: NodeId, w: &FfnWeights, act: Activati
 pub(crate) struct OutputHead {
     pub norm: WeightRef,
     /// `output.weight`, or the token embeddings when the model ties them.
-    pub proj: WeightRef,
+    pub proj: Linear,
 }
 
 impl OutputHead {
@@ -170,9 +170,9 @@ impl OutputHead {
         norm_add: f32,
     ) -> Result<Self, ModelError> {
         let norm = w.vector("output_norm.weight", cfg.n_embd, norm_add)?;
-        let proj = match w.opt_matrix("output.weight", cfg.vocab_size, cfg.n_embd)? {
+        let proj = match w.opt_linear("output.weight", cfg.vocab_size, cfg.n_embd)? {
             Some(p) => p,
-            None => embd.clone(),
+            None => Linear::plain("token_embd.weight", embd.clone()),
         };
         Ok(OutputHead { norm, proj })
     }
@@ -184,9 +184,18 @@ impl OutputHead {
     }
 }
 
-pub(crate) fn matmul(g: &mut GraphBuilder, x: NodeId, w: &WeightRef) -> Result<NodeId, ModelError> {
-    let w = w.leaf(g)?;
-    Ok(g.mat_mul(x, w)?)
+/// `x · wᵀ`, times the weight's output scale when it has one.
+pub(crate) fn matmul(g: &mut GraphBuilder, x: NodeId, w: &Linear) -> Result<NodeId, ModelError> {
+    let leaf = w.weight.leaf(g)?;
+    let y = g.mat_mul(x, leaf)?;
+    Ok(match &w.scale {
+        None => y,
+        Some(OutputScale::PerTensor(s)) => g.scale(y, *s)?,
+        Some(OutputScale::PerChannel(v)) => {
+            let v = v.leaf(g)?;
+            g.mul(y, v)?
+        }
+    })
 }
 
 pub(crate) fn rms_norm(g: &mut GraphBuilder, x: NodeId, w: &WeightRef, eps: f32) -> Result<NodeId, ModelError> {

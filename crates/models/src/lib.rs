@@ -17,7 +17,7 @@ use tessera_backend::{GraphBuilder, NodeId};
 use tessera_formats::ModelSource;
 
 pub use config::ModelConfig;
-pub use weights::{WeightData, WeightRef, WeightUploader};
+pub use weights::{Linear, OutputScale, WeightData, WeightRef, WeightUploader};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

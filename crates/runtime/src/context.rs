@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_backend::{fallback, Backend, BackendError, DType, Graph, GraphBuilder, OwnedBuffer, TensorRef};
+use tessera_backend::{fallback, Backend, BackendError, DType, Graph, GraphBuilder, NodeId, OwnedBuffer, TensorRef};
 use tessera_formats::ModelSource;
 use tessera_models::{KvInputs, Logits, Model, ModelConfig, StepInputs};
 use tessera_tokenizer::Tokenizer;
@@ -53,6 +53,11 @@ impl LoadedModel {
     /// Bytes of weights placed on the device (mapped or uploaded).
     pub fn weight_bytes(&self) -> u64 {
         self.weights.bytes
+    }
+
+    /// The tensor name of the weight held in `buffer`, if it holds one.
+    pub(crate) fn weight_name(&self, buffer: tessera_backend::BufferId) -> Option<&str> {
+        self.weights.names.get(&buffer).map(String::as_str)
     }
 
     /// Number of weight buffers on the device.
@@ -188,14 +193,34 @@ impl<'m> Context<'m> {
         let backend = self.model.backend();
         let n = tokens.len();
         let vocab = self.model.config().vocab_size;
+        let out_rows = n - logits.first_row(n);
+        let out_buf = OwnedBuffer::alloc(backend, out_rows * vocab * 4)?;
+        let mut g = GraphBuilder::new();
+        let (logits_node, _inputs) = self.build_step(&mut g, tokens, logits)?;
+        let leaf = |b: &OwnedBuffer| TensorRef { buffer: b.id(), offset: 0 };
+        let out_leaf = g.leaf(leaf(&out_buf), DType::F32, [out_rows, vocab])?;
+        g.label("logits");
+        g.store(logits_node, out_leaf, 0)?;
+        let graph = g.finish();
+        self.model.execute(&graph)?;
+        self.n_past += n;
+        Ok(out_buf.download_f32(0, out_rows * vocab)?)
+    }
+
+    /// Adds one forward step over `tokens` to `g` (positions follow the sequence so far) and
+    /// returns the logits node with the input buffers, which must outlive the graph's run.
+    pub(crate) fn build_step(
+        &self,
+        g: &mut GraphBuilder,
+        tokens: &[u32],
+        logits: Logits,
+    ) -> Result<(NodeId, [OwnedBuffer; 2]), RuntimeError> {
+        let backend = self.model.backend();
+        let n = tokens.len();
         let ids: Vec<u8> = tokens.iter().flat_map(|&t| (t as i32).to_le_bytes()).collect();
         let pos: Vec<u8> = (self.n_past..self.n_past + n).flat_map(|p| (p as i32).to_le_bytes()).collect();
         let ids_buf = OwnedBuffer::with_data(backend, &ids)?;
         let pos_buf = OwnedBuffer::with_data(backend, &pos)?;
-        let out_rows = n - logits.first_row(n);
-        let out_buf = OwnedBuffer::alloc(backend, out_rows * vocab * 4)?;
-
-        let mut g = GraphBuilder::new();
         let leaf = |b: &OwnedBuffer| TensorRef { buffer: b.id(), offset: 0 };
         let tokens_node = g.leaf(leaf(&ids_buf), DType::I32, [n])?;
         let positions = g.leaf(leaf(&pos_buf), DType::I32, [n])?;
@@ -213,13 +238,12 @@ impl<'m> Context<'m> {
             .collect::<Result<Vec<_>, RuntimeError>>()?;
         let kv = KvInputs::Contiguous { start: self.n_past, layers: &kv };
         let step = StepInputs { tokens: tokens_node, positions, n_tokens: n, kv, logits };
-        let logits_node = self.model.model.forward(&mut g, &step)?;
-        let out_leaf = g.leaf(leaf(&out_buf), DType::F32, [out_rows, vocab])?;
-        g.label("logits");
-        g.store(logits_node, out_leaf, 0)?;
-        let graph = g.finish();
-        self.model.execute(&graph)?;
+        let logits_node = self.model.model.forward(g, &step)?;
+        Ok((logits_node, [ids_buf, pos_buf]))
+    }
+
+    /// Marks `n` more positions as held by the KV cache (after a step built by `build_step` ran).
+    pub(crate) fn advance(&mut self, n: usize) {
         self.n_past += n;
-        Ok(out_buf.download_f32(0, out_rows * vocab)?)
     }
 }

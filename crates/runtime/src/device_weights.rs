@@ -1,9 +1,10 @@
 //! Places model weights on a backend: mapped files are handed over without copying when the
 //! device can read host memory, otherwise uploaded once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use tessera_backend::{Backend, DType, OwnedBuffer, Shape, TensorRef};
+use tessera_backend::{Backend, BufferId, DType, OwnedBuffer, Shape, TensorRef};
 use tessera_models::{ModelError, WeightData, WeightRef, WeightUploader};
 
 /// Owns the device buffers holding a model's weights; dropping it frees them.
@@ -11,11 +12,13 @@ pub(crate) struct DeviceWeights {
     backend: Arc<dyn Backend>,
     pub buffers: Vec<OwnedBuffer>,
     pub bytes: u64,
+    /// Tensor name of each weight buffer, to tell which weight a graph leaf reads.
+    pub names: HashMap<BufferId, String>,
 }
 
 impl DeviceWeights {
     pub fn new(backend: Arc<dyn Backend>) -> DeviceWeights {
-        DeviceWeights { backend, buffers: Vec::new(), bytes: 0 }
+        DeviceWeights { backend, buffers: Vec::new(), bytes: 0, names: HashMap::new() }
     }
 }
 
@@ -34,6 +37,7 @@ impl WeightUploader for DeviceWeights {
         };
         self.bytes += buffer.len() as u64;
         let tensor = TensorRef { buffer: buffer.id(), offset: 0 };
+        self.names.insert(buffer.id(), name.to_string());
         self.buffers.push(buffer);
         Ok(WeightRef { tensor, dtype, shape })
     }

@@ -3,6 +3,7 @@
 
 mod batch;
 pub mod bench;
+mod capture;
 mod context;
 mod device_weights;
 mod generate;
