@@ -331,15 +331,14 @@ mod tests {
         let a = Assumptions::builtin().unwrap();
         let chip = cat.chip("local-zen3-2c").unwrap();
         // Like the real machine: slow kernels, so decode is compute-bound and every factor shows.
-        let truth =
-            Efficiency {
-                compute: 0.03,
-                rows_half: 0.5,
-                memory: 1.0,
-                layer_overhead_s: 300e-6,
-                width_half: 400.0,
-                basis: "truth".into(),
-            };
+        let truth = Efficiency {
+            compute: 0.03,
+            rows_half: 0.5,
+            memory: 1.0,
+            layer_overhead_s: 300e-6,
+            width_half: 400.0,
+            basis: "truth".into(),
+        };
         let shapes = [
             ("small.gguf", (30, 576, 1536, 9, 3, 64, 49152), 134_515_008.0, 86e6),
             ("mid.gguf", (18, 640, 2048, 4, 1, 256, 262144), 268_098_176.0, 242e6),

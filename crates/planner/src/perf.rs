@@ -351,14 +351,18 @@ mod tests {
         }
         let chip = cat.chip(chip).unwrap();
         let hw = Hardware::new(chip, 1, default_precisions(chip, &m), None, None, &a).unwrap();
-        (m, hw, Efficiency {
-            compute: 1.0,
-            rows_half: 0.0,
-            memory: 1.0,
-            layer_overhead_s: 0.0,
-            width_half: 0.0,
-            basis: "ideal".into(),
-        })
+        (
+            m,
+            hw,
+            Efficiency {
+                compute: 1.0,
+                rows_half: 0.0,
+                memory: 1.0,
+                layer_overhead_s: 0.0,
+                width_half: 0.0,
+                basis: "ideal".into(),
+            },
+        )
     }
 
     #[test]
