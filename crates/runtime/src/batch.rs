@@ -122,10 +122,8 @@ impl LoadedModel {
             if let Some(&s) = item.slots.iter().find(|&&s| s as usize >= pool_rows) {
                 return Err(RuntimeError::Invalid(format!("batch item {k}: slot {s} is outside the pool")));
             }
+            self.check_tokens(item.tokens)?;
             for (i, &t) in item.tokens.iter().enumerate() {
-                if t as usize >= vocab {
-                    return Err(RuntimeError::BadToken { id: t, vocab });
-                }
                 ids.extend_from_slice(&(t as i32).to_le_bytes());
                 pos.extend_from_slice(&((item.start + i) as i32).to_le_bytes());
                 slots.extend_from_slice(&(item.slots[i] as i32).to_le_bytes());

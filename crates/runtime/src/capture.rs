@@ -23,10 +23,7 @@ impl LoadedModel {
         if tokens.is_empty() {
             return Err(RuntimeError::Invalid("no calibration tokens".into()));
         }
-        let vocab = self.config().vocab_size;
-        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(RuntimeError::BadToken { id, vocab });
-        }
+        self.check_tokens(tokens)?;
         let n_batch = n_batch.clamp(1, tokens.len());
         let mut ctx = self.new_context(ContextOptions { n_ctx: tokens.len(), n_batch, ..ContextOptions::default() })?;
         for chunk in tokens.chunks(n_batch) {

@@ -60,6 +60,15 @@ impl LoadedModel {
         self.weights.names.get(&buffer).map(String::as_str)
     }
 
+    /// Refuses token ids outside the vocabulary before any of them reaches a graph.
+    pub(crate) fn check_tokens(&self, tokens: &[u32]) -> Result<(), RuntimeError> {
+        let vocab = self.config().vocab_size;
+        match tokens.iter().find(|&&t| t as usize >= vocab) {
+            Some(&id) => Err(RuntimeError::BadToken { id, vocab }),
+            None => Ok(()),
+        }
+    }
+
     /// Number of weight buffers on the device.
     pub fn weight_buffers(&self) -> usize {
         self.weights.buffers.len()
@@ -165,10 +174,8 @@ impl<'m> Context<'m> {
         if needed > self.kv.capacity() {
             return Err(RuntimeError::ContextFull { needed, capacity: self.kv.capacity() });
         }
+        self.model.check_tokens(tokens)?;
         let vocab = self.model.config().vocab_size;
-        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(RuntimeError::BadToken { id, vocab });
-        }
         let first_wanted = logits.first_row(n);
         let mut out = Vec::with_capacity((n - first_wanted) * vocab);
         for (c, chunk) in tokens.chunks(self.n_batch).enumerate() {
