@@ -22,6 +22,13 @@ pub enum DType {
     Q6_K,
     Q8_K,
     MXFP4,
+    /// ggml's NVFP4: 64 values, four UE4M3 sub-block scales (one per 16) and E2M1 nibbles.
+    NVFP4,
+    /// Signed 8-bit integers, one per value (INT8 W8A8 weights; a per-row scale lives beside
+    /// the weight, see `tessera_backend::Op::MatMul`).
+    I8,
+    /// OCP FP8 E4M3 (`float8_e4m3fn`), one byte per value (FP8 weights; scale beside the weight).
+    F8_E4M3,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,7 +45,7 @@ pub enum DTypeError {
 
 impl DType {
     /// Every type, in ggml id order; handy for tests and listings.
-    pub const ALL: [DType; 17] = [
+    pub const ALL: [DType; 20] = [
         DType::F32,
         DType::F16,
         DType::BF16,
@@ -56,14 +63,18 @@ impl DType {
         DType::Q6_K,
         DType::Q8_K,
         DType::MXFP4,
+        DType::NVFP4,
+        DType::I8,
+        DType::F8_E4M3,
     ];
 
     /// Values per block (1 for plain types).
     pub const fn block_len(self) -> usize {
         use DType::*;
         match self {
-            F32 | F16 | BF16 | I32 => 1,
+            F32 | F16 | BF16 | I32 | I8 | F8_E4M3 => 1,
             Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 | MXFP4 => 32,
+            NVFP4 => 64,
             Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q8_K => 256,
         }
     }
@@ -74,6 +85,7 @@ impl DType {
         match self {
             F32 | I32 => 4,
             F16 | BF16 => 2,
+            I8 | F8_E4M3 => 1,
             Q4_0 => 18,
             Q4_1 => 20,
             Q5_0 => 22,
@@ -87,6 +99,7 @@ impl DType {
             Q6_K => 210,
             Q8_K => 292,
             MXFP4 => 17,
+            NVFP4 => 36,
         }
     }
 
@@ -108,10 +121,11 @@ impl DType {
         self.block_bytes() as f64 * 8.0 / self.block_len() as f64
     }
 
-    /// The ggml `enum ggml_type` id, as stored in GGUF tensor infos.
-    pub const fn ggml_id(self) -> u32 {
+    /// The ggml `enum ggml_type` id, as stored in GGUF tensor infos; `None` for types ggml does
+    /// not have (they cannot be written to GGUF).
+    pub const fn ggml_id(self) -> Option<u32> {
         use DType::*;
-        match self {
+        Some(match self {
             F32 => 0,
             F16 => 1,
             Q4_0 => 2,
@@ -129,11 +143,14 @@ impl DType {
             I32 => 26,
             BF16 => 30,
             MXFP4 => 39,
-        }
+            NVFP4 => 40,
+            I8 => 24,
+            F8_E4M3 => return None,
+        })
     }
 
     pub fn from_ggml_id(id: u32) -> Result<DType, DTypeError> {
-        DType::ALL.into_iter().find(|d| d.ggml_id() == id).ok_or(DTypeError::UnknownGgmlType(id))
+        DType::ALL.into_iter().find(|d| d.ggml_id() == Some(id)).ok_or(DTypeError::UnknownGgmlType(id))
     }
 
     /// ggml's name for the type (`q4_K`, `f16`, ...).
@@ -157,6 +174,9 @@ impl DType {
             Q6_K => "q6_K",
             Q8_K => "q8_K",
             MXFP4 => "mxfp4",
+            NVFP4 => "nvfp4",
+            I8 => "i8",
+            F8_E4M3 => "f8_e4m3",
         }
     }
 
@@ -182,7 +202,9 @@ mod tests {
     #[test]
     fn ggml_ids_round_trip() {
         for d in DType::ALL {
-            assert_eq!(DType::from_ggml_id(d.ggml_id()), Ok(d));
+            if let Some(id) = d.ggml_id() {
+                assert_eq!(DType::from_ggml_id(id), Ok(d));
+            }
             assert_eq!(DType::from_name(&d.name().to_uppercase()), Ok(d));
         }
         assert_eq!(DType::from_ggml_id(4), Err(DTypeError::UnknownGgmlType(4)));

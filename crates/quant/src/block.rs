@@ -147,7 +147,7 @@ pub(crate) mod test_util {
         let mut out = vec![1f32; B::LEN];
         B::quantize(&zeros).dequantize(&mut out);
         assert!(out.iter().all(|&v| v == 0.0), "{}: zeros do not survive", B::DTYPE);
-        let values = random_values(B::LEN * 64, B::DTYPE.ggml_id() as u64);
+        let values = random_values(B::LEN * 64, B::DTYPE.ggml_id().unwrap_or(0) as u64);
         let worst = worst_relative_error::<B>(&values);
         assert!(worst <= bound, "{}: worst relative error {worst} > {bound}", B::DTYPE);
     }

@@ -9,11 +9,18 @@
 //!
 //! Blocks are read from byte slices with unaligned loads, so tensor bytes at any address work.
 //! Kernels that want typed blocks can borrow them with [`blocks`] when the bytes are aligned.
+//!
+//! The element codecs other code needs on their own live in [`fp8`] (E4M3), [`fp4`] (E2M1) and
+//! [`int8`] (I8, and the per-row activation quantization that MatMul with I8 weights uses).
 
 mod block;
 mod float;
+pub mod fp4;
+pub mod fp8;
+pub mod int8;
 mod kquant;
 mod mxfp4;
+mod nvfp4;
 mod q2_k;
 mod q3_k;
 mod q4;
@@ -25,6 +32,7 @@ mod q8;
 
 pub use block::{blocks, QuantBlock, QuantizeBlock};
 pub use mxfp4::BlockMxfp4;
+pub use nvfp4::{f32_to_ue4m3, ue4m3_to_f32_half, BlockNvfp4, QK_NVFP4, QK_NVFP4_SUB, UE4M3_HALF};
 pub use q2_k::BlockQ2K;
 pub use q3_k::BlockQ3K;
 pub use q4::{BlockQ4_0, BlockQ4_1};
@@ -72,11 +80,9 @@ fn check_lengths(dtype: DType, bytes: usize, values: usize) -> Result<(), QuantE
     Ok(())
 }
 
-/// Converts `src`, whole blocks of `dtype`, to f32 in `dst`, bit-exact with ggml's
-/// `dequantize_row_*` (and with ggml's fp16/bf16 conversions for the plain types).
 /// Byte offsets of the f16 scale fields inside one block of `dtype` (empty for types whose scale
-/// is not an f16: Q8_K's is an f32 at 0, MXFP4's an E8M0 byte at 0). Tests use it to draw random
-/// blocks whose scales are finite.
+/// is not an f16: Q8_K's is an f32 at 0, MXFP4's an E8M0 byte at 0, NVFP4's four UE4M3 bytes at
+/// 0..4; I8 and F8_E4M3 have none). Tests use it to draw random blocks whose scales are finite.
 pub fn f16_scale_offsets(dtype: DType) -> &'static [usize] {
     use DType::*;
     match dtype {
@@ -89,6 +95,9 @@ pub fn f16_scale_offsets(dtype: DType) -> &'static [usize] {
     }
 }
 
+/// Converts `src`, whole blocks of `dtype`, to f32 in `dst`, bit-exact with ggml's
+/// `dequantize_row_*` (and with ggml's fp16/bf16 conversions for the plain types). I8 and
+/// F8_E4M3 decode exactly, with no scale.
 pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
     check_lengths(dtype, src.len(), dst.len())?;
     match dtype {
@@ -109,6 +118,9 @@ pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
         DType::Q6_K => dequantize_row::<BlockQ6K>(src, dst),
         DType::Q8_K => dequantize_row::<BlockQ8K>(src, dst),
         DType::MXFP4 => dequantize_row::<BlockMxfp4>(src, dst),
+        DType::NVFP4 => dequantize_row::<BlockNvfp4>(src, dst),
+        DType::I8 => int8::dequantize_row(src, dst),
+        DType::F8_E4M3 => fp8::dequantize_row(src, dst),
     }
     Ok(())
 }
@@ -124,7 +136,9 @@ pub fn dequantize_block(dtype: DType, block: &[u8], out: &mut [f32]) -> Result<(
 }
 
 /// Converts `src` to `dtype` in `dst`, bit-exact with ggml's `quantize_row_*_ref` (the
-/// reference quantizers ggml uses when no importance matrix is given).
+/// reference quantizers ggml uses when no importance matrix is given). I8 rounds half away
+/// from zero and F8_E4M3 to nearest even, both saturating ([`int8::i8_from_f32`],
+/// [`fp8::e4m3_from_f32`]); neither applies a scale.
 pub fn quantize(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
     check_lengths(dtype, dst.len(), src.len())?;
     match dtype {
@@ -145,6 +159,9 @@ pub fn quantize(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantEr
         DType::Q6_K => quantize_row::<BlockQ6K>(src, dst),
         DType::Q8_K => quantize_row::<BlockQ8K>(src, dst),
         DType::MXFP4 => quantize_row::<BlockMxfp4>(src, dst),
+        DType::NVFP4 => quantize_row::<BlockNvfp4>(src, dst),
+        DType::I8 => int8::quantize_row(src, dst),
+        DType::F8_E4M3 => fp8::quantize_row(src, dst),
     }
     Ok(())
 }
@@ -189,6 +206,7 @@ mod tests {
         assert_eq!(size_of::<BlockQ6K>(), DType::Q6_K.block_bytes());
         assert_eq!(size_of::<BlockQ8K>(), DType::Q8_K.block_bytes());
         assert_eq!(size_of::<BlockMxfp4>(), DType::MXFP4.block_bytes());
+        assert_eq!(size_of::<BlockNvfp4>(), DType::NVFP4.block_bytes());
     }
 
     #[test]

@@ -4,12 +4,13 @@ use bytemuck::{Pod, Zeroable};
 use tessera_core::DType;
 
 use crate::block::{signed_max, QuantBlock, QuantizeBlock};
+use crate::fp4::{ggml_best_index, E2M1_DOUBLED};
 
 const QK: usize = 32;
 
 /// The E2M1 values, doubled so they are integers (ggml's `kvalues_mxfp4`); the scale is halved
 /// to match (see [`e8m0_to_f32_half`]).
-pub const KVALUES_MXFP4: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+pub const KVALUES_MXFP4: [i8; 16] = E2M1_DOUBLED;
 
 /// ggml's `block_mxfp4`: value `j` is `KVALUES_MXFP4[code_j] * 2^(e - 128)`; codes `j` and
 /// `j + 16` share byte `j`.
@@ -26,20 +27,6 @@ pub struct BlockMxfp4 {
 pub fn e8m0_to_f32_half(e: u8) -> f32 {
     let bits = if e < 2 { 0x0020_0000u32 << e } else { ((e - 1) as u32) << 23 };
     f32::from_bits(bits)
-}
-
-/// ggml's `best_index_mxfp4`: the code whose value times `d` is nearest `x` (first on ties).
-fn best_index(x: f32, d: f32) -> u8 {
-    let mut best = 0;
-    let mut best_err = (KVALUES_MXFP4[0] as f32 * d - x).abs();
-    for (i, &k) in KVALUES_MXFP4.iter().enumerate().skip(1) {
-        let err = (k as f32 * d - x).abs();
-        if err < best_err {
-            best = i;
-            best_err = err;
-        }
-    }
-    best as u8
 }
 
 impl QuantBlock for BlockMxfp4 {
@@ -64,7 +51,7 @@ impl QuantizeBlock for BlockMxfp4 {
         let d = e8m0_to_f32_half(e);
         let mut qs = [0u8; QK / 2];
         for (j, q) in qs.iter_mut().enumerate() {
-            *q = best_index(x[j], d) | (best_index(x[j + QK / 2], d) << 4);
+            *q = ggml_best_index(x[j], d) | (ggml_best_index(x[j + QK / 2], d) << 4);
         }
         BlockMxfp4 { e, qs }
     }

@@ -1,6 +1,7 @@
 //! Bit-exactness against implementations written outside Tessera: gguf-py (llama.cpp's Python
-//! package) and, for what gguf-py lacks, ggml itself. The expected outputs were made by
-//! `scripts/fixtures/quant/make_quant_fixtures.py`; see its doc string for what each file holds.
+//! package) and, for what gguf-py lacks, ggml itself; torch's `float8_e4m3fn` for F8_E4M3. The
+//! expected outputs were made by `scripts/fixtures/quant/make_quant_fixtures.py` (ggml types)
+//! and `make_plain8_fixtures.py` (I8, F8_E4M3); see their doc strings for what each file holds.
 
 use std::path::PathBuf;
 
@@ -30,6 +31,16 @@ fn dequantized() -> impl Iterator<Item = DType> {
     quantized().filter(|&d| d != DType::Q8_1)
 }
 
+/// The input file the quantization fixture of `dtype` was made from.
+fn quant_input(dtype: DType) -> String {
+    match dtype {
+        DType::I8 | DType::F8_E4M3 => format!("quant_input_{}.f32", file_stem(dtype)),
+        DType::NVFP4 => "quant_input_64.f32".into(),
+        d if d.block_len() == 256 => "quant_input_256.f32".into(),
+        _ => "quant_input_32.f32".into(),
+    }
+}
+
 #[test]
 fn dequantization_is_bit_exact() {
     for dtype in dequantized() {
@@ -47,7 +58,7 @@ fn dequantization_is_bit_exact() {
 #[test]
 fn quantization_is_bit_exact() {
     for dtype in quantized() {
-        let input = f32s(&fixture(&format!("quant_input_{}.f32", if dtype.block_len() == 256 { 256 } else { 32 })));
+        let input = f32s(&fixture(&quant_input(dtype)));
         let expected = fixture(&format!("quant_{}.blocks", file_stem(dtype)));
         let got = quantize_to_vec(dtype, &input).unwrap();
         assert_eq!(got.len(), expected.len(), "{dtype}");
