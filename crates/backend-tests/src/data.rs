@@ -29,8 +29,12 @@ pub fn i32_bytes(v: &[i32]) -> Vec<u8> {
 
 /// A `[rows, cols]` weight of `dtype`: random floats (roughly unit scale, with a few larger
 /// values as real weights have) converted by `tessera_quant::quantize`; when the quantizer does
-/// not support the type, random blocks.
+/// not support the type, random blocks. I8 weights are random bytes: rounding unit-scale floats
+/// would leave only -2..2 (a real INT8 weight spans the range, its scale kept beside it).
 pub fn weight(rng: &mut StdRng, dtype: DType, rows: usize, cols: usize) -> Vec<u8> {
+    if dtype == DType::I8 {
+        return random_blocks(rng, dtype, rows * cols);
+    }
     let mut v = values(rng, rows * cols, 0.5);
     for x in v.iter_mut().step_by(37) {
         *x *= 4.0;
@@ -42,8 +46,10 @@ pub fn weight(rng: &mut StdRng, dtype: DType, rows: usize, cols: usize) -> Vec<u
 }
 
 /// `blocks` blocks of `dtype` with random quants and sane scales (f16 scales in [0.002, 0.02],
-/// Q8_K's f32 scale likewise with consistent `bsums`, MXFP4 exponents near 2^-5), exercising bit
-/// patterns a quantizer may never produce. Plain types get random values in [-1, 1].
+/// Q8_K's f32 scale likewise with consistent `bsums`, MXFP4 exponents near 2^-5, NVFP4 UE4M3
+/// scales of 2^-7..2^-2 with a few zero or subnormal ones), exercising bit patterns a quantizer
+/// may never produce. F32, F16 and BF16 get random values in [-1, 1]; I8 any byte; F8_E4M3 any
+/// byte but the NaN codes (0x7F, 0xFF), so up to ±448.
 pub fn random_blocks(rng: &mut StdRng, dtype: DType, blocks: usize) -> Vec<u8> {
     match dtype {
         DType::F32 => f32_bytes(&values(rng, blocks, 1.0)),
@@ -51,6 +57,8 @@ pub fn random_blocks(rng: &mut StdRng, dtype: DType, blocks: usize) -> Vec<u8> {
             tessera_quant::quantize_to_vec(dtype, &values(rng, blocks, 1.0)).unwrap_or_default()
         }
         DType::I32 => i32_bytes(&(0..blocks).map(|_| rng.gen_range(-100..100)).collect::<Vec<_>>()),
+        DType::I8 => (0..blocks).map(|_| rng.gen()).collect(),
+        DType::F8_E4M3 => (0..blocks).map(|_| rng.gen_range(0..0x7Fu8) | if rng.gen() { 0x80 } else { 0 }).collect(),
         _ => {
             let mut out: Vec<u8> = (0..blocks * dtype.block_bytes()).map(|_| rng.gen()).collect();
             for block in out.chunks_exact_mut(dtype.block_bytes()) {
@@ -60,6 +68,17 @@ pub fn random_blocks(rng: &mut StdRng, dtype: DType, blocks: usize) -> Vec<u8> {
                 }
                 match dtype {
                     DType::MXFP4 => block[0] = rng.gen_range(118..=127),
+                    DType::NVFP4 => {
+                        for d in &mut block[..4] {
+                            // Exponent fields 1..5 (scale 2^-7 to 2^-2 after ggml's halving);
+                            // one sub-block in 16 gets a zero or subnormal scale.
+                            *d = if rng.gen_range(0..16) == 0 {
+                                rng.gen_range(0..8)
+                            } else {
+                                rng.gen_range(0x08..=0x2F)
+                            };
+                        }
+                    }
                     DType::Q8_K => {
                         block[0..4].copy_from_slice(&rng.gen_range(0.002f32..0.02).to_le_bytes());
                         for g in 0..16 {

@@ -222,10 +222,21 @@ fn compute<'a>(graph: &Graph, id: NodeId, op: &Op, f: &Input<'a>, ids: &IdInput<
         }
         Op::MatMul => {
             let (x, w) = (f(0)?, f(1)?);
-            let k = graph.node(graph.node(id).inputs[1]).shape.cols();
+            let wnode = graph.node(graph.node(id).inputs[1]);
+            let k = wnode.shape.cols();
             let m = w.len() / k.max(1);
             let mut out = Vec::with_capacity(x.len() / k.max(1) * m);
             for xr in x.chunks(k.max(1)) {
+                if wnode.dtype == DType::I8 {
+                    // Per-row int8 activations; products of integers sum exactly in f64.
+                    let mut q = vec![0i8; xr.len()];
+                    let d = tessera_quant::int8::quantize_activation_row(xr, &mut q);
+                    for wr in w.chunks(k.max(1)) {
+                        let sum: f64 = q.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
+                        out.push((d as f64 * sum) as f32);
+                    }
+                    continue;
+                }
                 for wr in w.chunks(k.max(1)) {
                     out.push(xr.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32);
                 }
@@ -407,6 +418,23 @@ mod tests {
         let w = t.leaf(DType::Q8_0, &[1, 32], block);
         let y = t.g.mat_mul(x, w).unwrap();
         close(&t.eval(y), &[0.5 * (0..32).sum::<i32>() as f32]);
+    }
+
+    #[test]
+    fn i8_weights_meet_per_row_int8_activations() {
+        // Row 0: d = 4/127, q = [0, 64, -127, 32, -64] (halves away from zero): d * (-95), not the
+        // exact -3. Row 1 is all zeros. The weights carry no scale; the F8 row decodes exactly.
+        let mut t = Tiny::new();
+        let x = t.f32(&[2, 5], &[0.0, 2.0, -4.0, 1.0, -2.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        let w = t.leaf(DType::I8, &[2, 5], vec![1, 1, 1, 1, 1, 0xFF, 0, 0, 0, 0x80]);
+        let y = t.g.mat_mul(x, w).unwrap();
+        close(&t.eval(y), &[-95.0 * 4.0 / 127.0, 8192.0 * 4.0 / 127.0, 0.0, 0.0]);
+        let f8 = t.leaf(DType::F8_E4M3, &[1, 5], vec![0x38, 0x7E, 0x01, 0xB8, 0]);
+        let y = t.g.mat_mul(x, f8).unwrap();
+        close(&t.eval(y), &[2.0 * 448.0 - 4.0 / 512.0 - 1.0, 0.0]);
+        let ids = t.ids(&[1]);
+        let rows = t.g.get_rows(w, ids).unwrap();
+        close(&t.eval(rows), &[-1.0, 0.0, 0.0, 0.0, -128.0]);
     }
 
     #[test]

@@ -28,6 +28,17 @@ pub const TABLE: &[Tolerance] = &[
         why: "activations may be rounded to bf16 first (ggml does), 2^-8 per product",
     },
     Tolerance {
+        what: "mat_mul i8",
+        max_error: 1e-5,
+        why: "the activation quantization and the integer sum are defined exactly; only the \
+              conversion of the sum to f32 and its product with the row scale round",
+    },
+    Tolerance {
+        what: "mat_mul f8_e4m3",
+        max_error: 1e-5,
+        why: "weights decode exactly; f32 products, only the summation order may differ",
+    },
+    Tolerance {
         what: "mat_mul quantized",
         max_error: 2e-2,
         why: "activations may be quantized to 8-bit blocks first, as ggml does (Q8_0/Q8_1/Q8_K): \
@@ -74,6 +85,8 @@ pub fn mat_mul(w: DType) -> f32 {
         DType::F32 => lookup("mat_mul f32"),
         DType::F16 => lookup("mat_mul f16"),
         DType::BF16 => lookup("mat_mul bf16"),
+        DType::I8 => lookup("mat_mul i8"),
+        DType::F8_E4M3 => lookup("mat_mul f8_e4m3"),
         _ => lookup("mat_mul quantized"),
     }
 }

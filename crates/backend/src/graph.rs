@@ -32,10 +32,28 @@ pub enum RopeStyle {
 pub enum Op {
     /// A tensor stored in a buffer (weights, KV cache, per-step inputs). No inputs.
     Leaf(TensorRef),
-    /// `[table: any [V, D], ids: I32 [N]] -> F32 [N, D]`: row `ids[n]` of `table`, dequantized.
-    /// An id outside `0..V` is an error.
+    /// `[table: any [V, D], ids: I32 [N]] -> F32 [N, D]`: row `ids[n]` of `table`, dequantized
+    /// as `tessera_quant::dequantize` does (bit-exact with ggml for its types). I8 and F8_E4M3
+    /// rows are their decoded values, with no scale. An id outside `0..V` is an error.
     GetRows,
     /// `[x: F32 [.., K], w: any [M, K]] -> F32 [.., M]`: `y = x · wᵀ`, `w` read in its stored type.
+    ///
+    /// What each weight type means:
+    /// - F32, F16, BF16: the values. A backend may round `x` to F16/BF16 first, as ggml does.
+    /// - ggml's block types (Q*, MXFP4, NVFP4): the dequantized values. A backend may quantize
+    ///   each row of `x` to ggml's `vec_dot_type` first: Q8_0 for Q4_0, Q5_0, Q8_0, MXFP4 and
+    ///   NVFP4, Q8_1 for Q4_1 and Q5_1, Q8_K for the K-quants.
+    /// - I8 (INT8 W8A8): each row of `x` is quantized on its own (per token) to int8:
+    ///   `d = max|x| / 127`, `q[k] = round_half_away_from_zero(x[k] * (127 / max|x|))` computed in
+    ///   f32 and clamped to `[-127, 127]` (`d = 0` and `q = 0` for an all-zero row; exactly
+    ///   `tessera_quant::int8::quantize_activation_row`), then `y[n, m] = d * Σ_k q[k] · w[m, k]`
+    ///   with the sum exact in integers.
+    /// - F8_E4M3: the exactly decoded E4M3 values times the f32 `x` (the NaN codes 0x7F and
+    ///   0xFF are not valid weights).
+    ///
+    /// I8 and F8_E4M3 weights carry no scale: their checkpoint's per-output-channel or
+    /// per-tensor scale is applied by the model, which multiplies this op's output by it (a
+    /// separate `Mul`), as it does NVFP4's per-tensor factor.
     MatMul,
     /// `[a: F32 S, b: F32 S or [cols(S)]] -> F32 S`: elementwise sum; a one-row `b` is broadcast.
     Add,

@@ -1,6 +1,6 @@
 //! Scalar kernels over plain float rows: the dot products of F32, F16 and BF16 weights (whose
-//! activations were converted to the same type, as ggml does), and the f32-by-f16/f32 helpers
-//! attention uses.
+//! activations were converted to the same type, as ggml does) and of F8_E4M3 weights (decoded
+//! exactly, against f32 activations), and the f32-by-f16/f32 helpers attention uses.
 //!
 //! Eight independent accumulators keep the summation order close to the SIMD kernels' and let
 //! the compiler vectorize.
@@ -41,6 +41,26 @@ pub(crate) fn dot_f16_scalar(w: &[u8], x: &[u8]) -> f32 {
 
 pub(crate) fn dot_bf16_scalar(w: &[u8], x: &[u8]) -> f32 {
     dot_by::<2>(w, x, |b| bf16::from_le_bytes([b[0], b[1]]).to_f32_const())
+}
+
+/// F8_E4M3 weights (one byte each) against f32 activations.
+pub(crate) fn dot_f8_e4m3_scalar(w: &[u8], x: &[u8]) -> f32 {
+    let n = w.len().min(x.len() / 4);
+    let (w, x) = (&w[..n], &x[..4 * n]);
+    let get = |x: &[u8], at: usize| f32::from_le_bytes([x[at], x[at + 1], x[at + 2], x[at + 3]]);
+    let mut acc = [0f32; 8];
+    let mut wc = w.chunks_exact(8);
+    let mut xc = x.chunks_exact(32);
+    for (wb, xb) in (&mut wc).zip(&mut xc) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += tessera_quant::fp8::e4m3_to_f32(wb[l]) * get(xb, 4 * l);
+        }
+    }
+    let mut tail = 0f32;
+    for (l, &b) in wc.remainder().iter().enumerate() {
+        tail += tessera_quant::fp8::e4m3_to_f32(b) * get(xc.remainder(), 4 * l);
+    }
+    sum8(acc) + tail
 }
 
 /// `q · k` for an f32 query and an f32 key row.

@@ -1,5 +1,6 @@
 //! Scalar dot products for the 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, MXFP4)
-//! against Q8_0 or Q8_1 activations, following ggml's generic kernels operation for operation.
+//! and NVFP4 against Q8_0 or Q8_1 activations, following ggml's generic kernels operation for
+//! operation.
 //!
 //! Block layouts (little-endian, as ggml stores them):
 //! - Q4_0 `[d: f16][qs: 16]`: value `j` is the low nibble of `qs[j]`, value `j + 16` the high one,
@@ -9,6 +10,11 @@
 //! - Q5_1 `[d: f16][m: f16][qh: u32][qs: 16]`.
 //! - Q8_0 `[d: f16][qs: 32 x i8]`; Q8_1 `[d: f16][s: f16][qs: 32 x i8]` where `s = d * sum(qs)`.
 //! - MXFP4 `[e: u8][qs: 16]`: E2M1 nibbles times the E8M0 scale `2^(e - 127)`.
+//! - NVFP4 `[d: 4 x u8][qs: 32]`, 64 values: sub-block `s` (values `16s..16s + 16`) has the UE4M3
+//!   scale `d[s]`; its value `j < 8` is the low nibble of `qs[8s + j]`, value `j + 8` the high
+//!   one. A block meets two Q8_0 blocks: sub-blocks 0 and 1 the first, 2 and 3 the second.
+
+use tessera_quant::UE4M3_HALF;
 
 use super::{e8m0_half, f16_at, MXFP4_VALUES};
 
@@ -20,6 +26,7 @@ pub(crate) const Q5_1_BYTES: usize = 24;
 pub(crate) const Q8_0_BYTES: usize = 34;
 pub(crate) const Q8_1_BYTES: usize = 36;
 pub(crate) const MXFP4_BYTES: usize = 17;
+pub(crate) const NVFP4_BYTES: usize = 36;
 
 /// Pairs up the blocks of a weight row and an activation row.
 #[inline(always)]
@@ -128,6 +135,24 @@ pub(crate) fn dot_mxfp4(w: &[u8], x: &[u8]) -> f32 {
             s1 += q8(xb, 2, j + QK / 2) * MXFP4_VALUES[(q >> 4) as usize] as i32;
         }
         sumf += d * (s0 + s1) as f32;
+    }
+    sumf
+}
+
+pub(crate) fn dot_nvfp4(w: &[u8], x: &[u8]) -> f32 {
+    let mut sumf = 0f32;
+    for (wb, xb) in blocks(w, NVFP4_BYTES, x, 2 * Q8_0_BYTES) {
+        for s in 0..4 {
+            let xq = &xb[(s / 2) * Q8_0_BYTES..];
+            let at = 2 + (s % 2) * 16;
+            let (mut lo, mut hi) = (0i32, 0i32);
+            for j in 0..8 {
+                let q = wb[4 + 8 * s + j];
+                lo += q8(xq, at, j) * MXFP4_VALUES[(q & 0x0F) as usize] as i32;
+                hi += q8(xq, at, j + 8) * MXFP4_VALUES[(q >> 4) as usize] as i32;
+            }
+            sumf += f16_at(xq, 0) * UE4M3_HALF[wb[s] as usize] * (lo + hi) as f32;
+        }
     }
     sumf
 }

@@ -1,12 +1,13 @@
 //! Dot-product kernels over quantized blocks, one set per instruction set.
 //!
 //! A matrix multiplication never dequantizes a weight: like ggml, it converts each activation row
-//! once into the weight type's *vec-dot type* (8-bit blocks for quantized weights, f16 for F16...)
-//! and then takes integer dot products block by block. The scalar kernels are the reference; the
-//! SIMD ones (AVX2, AVX-512, NEON) compute the same integer sums and differ from it only in the
-//! order of the f32 additions.
+//! once into the weight type's *vec-dot type* (8-bit blocks for quantized weights, f16 for F16,
+//! one int8 row with one scale for I8, f32 for F8_E4M3) and then takes integer dot products block
+//! by block. The scalar kernels are the reference; the SIMD ones (AVX2, AVX-512, NEON) compute the
+//! same integer sums and differ from it only in the order of the f32 additions.
 
 mod float;
+mod int8;
 mod kquants;
 mod legacy;
 mod quantize;
@@ -121,10 +122,15 @@ impl Kernels {
     /// Converts an activation row to the vec-dot type `vdt` (see [`quantize_row`]).
     pub(crate) fn quantize(&self, vdt: DType, x: &[f32], out: &mut [u8]) {
         #[cfg(target_arch = "x86_64")]
-        if matches!(self.isa, Isa::Avx2 | Isa::Avx512) && matches!(vdt, DType::Q8_0 | DType::Q8_1) {
-            // SAFETY: `Kernels::new` only accepts an ISA the running CPU supports, and both of
-            // these include AVX2, FMA and F16C.
-            return unsafe { x86::avx2_quantize_q8(x, out, vdt == DType::Q8_1) };
+        if matches!(self.isa, Isa::Avx2 | Isa::Avx512) {
+            match vdt {
+                // SAFETY: `Kernels::new` only accepts an ISA the running CPU supports, and both
+                // of these include AVX2, FMA and F16C.
+                DType::Q8_0 | DType::Q8_1 => return unsafe { x86::avx2_quantize_q8(x, out, vdt == DType::Q8_1) },
+                // SAFETY: as above.
+                DType::I8 => return unsafe { x86::avx2_quantize_i8(x, out) },
+                _ => {}
+            }
         }
         quantize_row(vdt, x, out)
     }
@@ -172,18 +178,29 @@ impl Kernels {
 }
 
 /// What activations are converted to before a dot product with weights of type `w` (ggml's
-/// `vec_dot_type`). `None` for types that cannot be a weight (I32).
+/// `vec_dot_type`). `None` for types that cannot be a weight (I32). I8 stands for the contract's
+/// per-row int8 activations (see [`activation_bytes`]); F8_E4M3 weights meet f32 activations.
 pub(crate) fn vec_dot_type(w: DType) -> Option<DType> {
     use DType::*;
     Some(match w {
-        F32 => F32,
+        F32 | F8_E4M3 => F32,
         F16 => F16,
         BF16 => BF16,
-        Q4_0 | Q5_0 | Q8_0 | Q8_1 | MXFP4 => Q8_0,
+        Q4_0 | Q5_0 | Q8_0 | Q8_1 | MXFP4 | NVFP4 => Q8_0,
         Q4_1 | Q5_1 => Q8_1,
         Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q8_K => Q8_K,
+        I8 => I8,
         I32 => return None,
     })
+}
+
+/// Bytes of one activation row of `k` values converted to the vec-dot type `vdt`: whole blocks of
+/// `vdt`, except for I8, whose row is its f32 scale followed by `k` int8 values.
+pub(crate) fn activation_bytes(vdt: DType, k: usize) -> Result<usize, String> {
+    if vdt == DType::I8 {
+        return k.checked_add(int8::ROW_HEADER).ok_or_else(|| format!("an activation row of {k} values is too long"));
+    }
+    vdt.bytes_for(k).map_err(|e| e.to_string())
 }
 
 /// The portable kernel for weights of type `w`.
@@ -200,6 +217,9 @@ pub(crate) fn scalar_dot(w: DType) -> Option<DotFn> {
         Q8_0 => legacy::dot_q8_0,
         Q8_1 => legacy::dot_q8_1,
         MXFP4 => legacy::dot_mxfp4,
+        NVFP4 => legacy::dot_nvfp4,
+        I8 => int8::dot_i8,
+        F8_E4M3 => float::dot_f8_e4m3_scalar,
         Q2_K => kquants::dot_q2_k,
         Q3_K => kquants::dot_q3_k,
         Q4_K => kquants::dot_q4_k,
@@ -283,10 +303,10 @@ mod tests {
             for _ in 0..4 {
                 let wr = testing::random_row(w, cols, &mut rng);
                 let x = testing::random_f32(cols, &mut rng);
-                let mut xq = vec![0u8; vdt.bytes_for(cols).unwrap()];
+                let mut xq = vec![0u8; activation_bytes(vdt, cols).unwrap()];
                 quantize_row(vdt, &x, &mut xq);
                 let wf = tessera_quant::dequantize_to_vec(w, &wr).unwrap();
-                let xf = tessera_quant::dequantize_to_vec(vdt, &xq).unwrap();
+                let xf = testing::decode_activations(vdt, &xq);
                 let want: f64 = wf.iter().zip(&xf).map(|(a, b)| *a as f64 * *b as f64).sum();
                 let mag: f64 = wf.iter().zip(&xf).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
                 // Q8_1 carries its block sum as f16 (`s`), which Q4_1/Q5_1 use for the offset.

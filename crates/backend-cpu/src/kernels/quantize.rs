@@ -2,6 +2,7 @@
 //! does it: Q8_0 and Q8_1 scale by `127 / amax` and round half to even (AVX `_mm256_round_ps`),
 //! Q8_K uses ggml's reference quantizer (`-127 / max`, round half to even), f16 and bf16 round to
 //! nearest even. Greedy decoding compared against llama.cpp depends on these matching exactly.
+//! I8 weights take the contract's per-row int8 activations instead (see [`super::int8`]).
 
 use half::{bf16, f16};
 use tessera_core::DType;
@@ -16,7 +17,8 @@ fn nearest_int(v: f32) -> i32 {
     (bits & 0x007f_ffff) - 0x0040_0000
 }
 
-/// Writes `x` (a whole number of blocks of `vdt`) into `out` (exactly `vdt.bytes_for(x.len())`).
+/// Writes `x` (a whole number of blocks of `vdt`) into `out` (exactly
+/// `activation_bytes(vdt, x.len())`).
 pub(crate) fn quantize_row(vdt: DType, x: &[f32], out: &mut [u8]) {
     match vdt {
         DType::F32 => {
@@ -49,6 +51,7 @@ pub(crate) fn quantize_row(vdt: DType, x: &[f32], out: &mut [u8]) {
                 quantize_q8_k(v, o);
             }
         }
+        DType::I8 => super::int8::quantize_row(x, out),
         // Not a vec-dot type: `vec_dot_type` never returns anything else.
         _ => out.fill(0),
     }

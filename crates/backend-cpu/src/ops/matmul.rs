@@ -1,7 +1,7 @@
 //! MatMul: `y = x · wᵀ` with `w` read in its stored type, never dequantized as a whole.
 //!
 //! Each activation row is converted once to the weight type's vec-dot type (Q8_0, Q8_1, Q8_K,
-//! f16, ...); then every output is one block-wise dot product. The work is cut into tiles of
+//! f16, the per-row int8 of I8 weights, ...); then every output is one block-wise dot product. The work is cut into tiles of
 //! four activation rows by a run of weight rows: inside a tile each weight block is unpacked once
 //! and multiplied with all four rows, two weight rows at a time so that each activation block's
 //! scales are converted once for both (the `dot4x2` and `dot4` kernels, where the type has them;
@@ -13,7 +13,7 @@
 use rayon::prelude::*;
 use tessera_core::DType;
 
-use crate::kernels::Kernels;
+use crate::kernels::{activation_bytes, Kernels};
 
 /// Activation rows per tile.
 const TILE_ROWS: usize = 4;
@@ -59,7 +59,7 @@ pub(crate) fn mat_mul(
         return Ok(out);
     }
     let wrow = wtype.bytes_for(k).map_err(|e| e.to_string())?;
-    let xrow = vdt.bytes_for(k).map_err(|e| e.to_string())?;
+    let xrow = activation_bytes(vdt, k)?;
     if w.len() < m * wrow {
         return Err(format!("weight holds {} bytes, {m} rows of {k} {wtype} need {}", w.len(), m * wrow));
     }
@@ -131,8 +131,21 @@ mod tests {
         use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let k = Kernels::new(Isa::detect()).unwrap();
-        for wtype in [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::F16] {
-            let (m, cols, n) = (19, 256, 9);
+        let types = [
+            DType::Q4_0,
+            DType::Q4_1,
+            DType::Q5_0,
+            DType::Q8_0,
+            DType::Q4_K,
+            DType::Q6_K,
+            DType::F16,
+            DType::NVFP4,
+            DType::I8,
+            DType::F8_E4M3,
+        ];
+        for wtype in types {
+            // Plain types get a row length that leaves partial SIMD chunks.
+            let (m, cols, n) = (19, if wtype.is_quantized() { 256 } else { 261 }, 9);
             let w: Vec<u8> = (0..m).flat_map(|_| crate::kernels::testing::random_row(wtype, cols, &mut rng)).collect();
             let x = crate::kernels::testing::random_f32(n * cols, &mut rng);
             let all = mat_mul(&k, 2, &x, cols, &w, wtype, m).unwrap();

@@ -30,7 +30,7 @@ pub fn check_views(backend: &Arc<dyn Backend>, report: &mut ConformanceReport) {
         Ok(())
     });
 
-    for wt in [DType::F16, DType::Q4_0, DType::Q8_0, DType::Q4_K] {
+    for wt in [DType::F16, DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::NVFP4, DType::I8, DType::F8_E4M3] {
         let xa = data::values(&mut r, 3 * 256, 1.0);
         let wb = data::weight(&mut r, wt, 40, 256);
         let name = format!("slice_rows of a {wt} weight into mat_mul");

@@ -1,5 +1,5 @@
-//! The x86 kernels over plain float rows (F32, F16 and BF16 weights, attention's f32-by-f16
-//! helpers), instantiated per feature set by `float_kernels!`.
+//! The x86 kernels over plain float rows (F32, F16, BF16 and F8_E4M3 weights, attention's
+//! f32-by-f16 helpers), instantiated per feature set by `float_kernels!`.
 
 /// Defines `vec_fns()` and the float kernels, compiled with
 /// `#[target_feature(enable = $features)]`.
@@ -69,6 +69,110 @@ macro_rules! float_kernels {
             float_dot::<3>(w, x)
         }
         entry!(bf16_dot, bf16_dot_impl, w: &[u8], x: &[u8] => f32);
+
+        /// Eight E4M3 bytes from `b[at..]` as f32, divided by 256: each byte becomes the f16 with
+        /// the same sign, exponent and mantissa bits (exact, subnormals included: the exponent
+        /// biases, 7 and 15, differ by 8), widened in hardware. Kernels multiply the final sum
+        /// by 256, which is exact.
+        #[target_feature(enable = $features)]
+        #[inline]
+        fn e4m3x8(b: &[u8], at: usize) -> __m256 {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&b[at..at + 8]);
+            let v = _mm_cvtsi64_si128(i64::from_le_bytes(bytes));
+            // Sign-extended and shifted, the sign lands in bits 15 and 14; bit 14 is cleared.
+            let h = _mm_slli_epi16::<7>(_mm_cvtepi8_epi16(v));
+            _mm256_cvtph_ps(_mm_and_si128(h, _mm_set1_epi16(0xBF80u16 as i16)))
+        }
+
+        /// The eight f32 of 32-value group `g` of an activation chunk.
+        #[target_feature(enable = $features)]
+        #[inline]
+        fn f32x8_group(x: &[u8; 128], g: usize) -> __m256 {
+            _mm256_castsi256_ps(load32(x, 32 * g))
+        }
+
+        /// F8_E4M3 weights against f32 activations, `C` weight rows by `R` activation rows. Each
+        /// output is `256 · hsum((a0 + a1) + (a2 + a3))`, where `a_g` sums chunk by chunk the
+        /// products of the `g`-th eight values of every 32 (the last chunk zero-padded). One row
+        /// runs the four sums together; a tile runs one `g` at a time so that fewer accumulators
+        /// are live. The additions are the same either way, so rows do not depend on their tile.
+        #[target_feature(enable = $features)]
+        #[inline]
+        fn f8_tile<const C: usize, const R: usize>(ws: [&[u8]; C], xs: [&[u8]; R]) -> [[f32; R]; C] {
+            let n = ws.iter().map(|w| w.len()).chain(xs.iter().map(|x| x.len() / 4)).min().unwrap_or(0);
+            let nc = n / 32;
+            let wc = ws.map(|w| &w.as_chunks::<32>().0[..nc]);
+            let xc = xs.map(|x| &x.as_chunks::<128>().0[..nc]);
+            // The last partial chunk, zero-padded: 0 * 0 adds nothing.
+            let wt = ws.map(|w| {
+                let mut t = [0u8; 32];
+                t[..n - 32 * nc].copy_from_slice(&w[32 * nc..n]);
+                t
+            });
+            let xt = xs.map(|x| {
+                let mut t = [0u8; 128];
+                t[..4 * (n - 32 * nc)].copy_from_slice(&x[128 * nc..4 * n]);
+                t
+            });
+            let tail = n > 32 * nc;
+            let mut acc = [[[_mm256_setzero_ps(); R]; C]; 4];
+            if C * R == 1 {
+                let mut a = [_mm256_setzero_ps(); 4];
+                for j in 0..nc + usize::from(tail) {
+                    let (w, x) = if j < nc { (&wc[0][j], &xc[0][j]) } else { (&wt[0], &xt[0]) };
+                    for (g, a) in a.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(e4m3x8(w, 8 * g), f32x8_group(x, g), *a);
+                    }
+                }
+                for g in 0..4 {
+                    acc[g][0][0] = a[g];
+                }
+            } else {
+                for (g, acc) in acc.iter_mut().enumerate() {
+                    let mut a = [[_mm256_setzero_ps(); R]; C];
+                    for j in 0..nc + usize::from(tail) {
+                        for c in 0..C {
+                            let w = if j < nc { &wc[c][j] } else { &wt[c] };
+                            let wv = e4m3x8(w, 8 * g);
+                            for r in 0..R {
+                                let x = if j < nc { &xc[r][j] } else { &xt[r] };
+                                a[c][r] = _mm256_fmadd_ps(wv, f32x8_group(x, g), a[c][r]);
+                            }
+                        }
+                    }
+                    *acc = a;
+                }
+            }
+            let mut out = [[0f32; R]; C];
+            for c in 0..C {
+                for r in 0..R {
+                    let lo = _mm256_add_ps(acc[0][c][r], acc[1][c][r]);
+                    let hi = _mm256_add_ps(acc[2][c][r], acc[3][c][r]);
+                    out[c][r] = 256.0 * hsum_ps(_mm256_add_ps(lo, hi));
+                }
+            }
+            out
+        }
+
+        #[target_feature(enable = $features)]
+        fn f8_dot_impl(w: &[u8], x: &[u8]) -> f32 {
+            f8_tile([w], [x])[0][0]
+        }
+        entry!(f8_dot, f8_dot_impl, w: &[u8], x: &[u8] => f32);
+
+        #[target_feature(enable = $features)]
+        fn f8_x4_impl(w: &[u8], x: [&[u8]; 4]) -> [f32; 4] {
+            let [y] = f8_tile([w], x);
+            y
+        }
+        entry!(f8_x4, f8_x4_impl, w: &[u8], x: [&[u8]; 4] => [f32; 4]);
+
+        #[target_feature(enable = $features)]
+        fn f8_x4x2_impl(w: [&[u8]; 2], x: [&[u8]; 4]) -> [[f32; 4]; 2] {
+            f8_tile(w, x)
+        }
+        entry!(f8_x4x2, f8_x4x2_impl, w: [&[u8]; 2], x: [&[u8]; 4] => [[f32; 4]; 2]);
 
         /// Eight elements of an f32 row `k` or an f16 row `kh` from element `i`.
         #[target_feature(enable = $features)]

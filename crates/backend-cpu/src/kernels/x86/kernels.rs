@@ -5,7 +5,9 @@
 //! The 32-value types are written as a weight-side part (unpack a block once) and an
 //! activation-side part; `sum_blocks!` pairs them for one activation row and `sum_tile!` for
 //! four, with the same per-row arithmetic, so a row's result does not depend on how many rows
-//! were computed together.
+//! were computed together. NVFP4 (two halves of 32 values, each meeting one Q8_0 block) and I8
+//! (one exact integer sum per row) have their own tile functions, generic over the number of
+//! weight rows, with the same guarantee.
 
 /// Wraps a `#[target_feature]` kernel in a plain `fn` so it fits a function-pointer slot.
 macro_rules! entry {
@@ -166,10 +168,12 @@ macro_rules! legacy {
 macro_rules! block_kernels {
     ($features:literal, $us8:ident) => {
         use crate::kernels::kquants::{Q4_K_BYTES, Q5_K_BYTES, Q6_K_BYTES, Q8_K_BYTES, Q8_K_QS};
+        use crate::kernels::int8::{finish, split_row};
         use crate::kernels::legacy::{
-            MXFP4_BYTES, Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0_BYTES, Q8_1_BYTES,
+            MXFP4_BYTES, NVFP4_BYTES, Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0_BYTES, Q8_1_BYTES,
         };
         use crate::kernels::{e8m0_half, f32_at, kquant_scales_mins, Dot4Fn, Dot4x2Fn};
+        use tessera_quant::UE4M3_HALF;
 
         pub(super) fn dot(w: DType) -> Option<DotFn> {
             Some(match w {
@@ -183,6 +187,9 @@ macro_rules! block_kernels {
                 DType::Q8_0 => q8_0,
                 DType::Q8_1 => q8_1,
                 DType::MXFP4 => mxfp4,
+                DType::NVFP4 => nvfp4,
+                DType::I8 => i8_dot,
+                DType::F8_E4M3 => f8_dot,
                 DType::Q4_K => q4_k,
                 DType::Q5_K => q5_k,
                 DType::Q6_K => q6_k,
@@ -199,6 +206,9 @@ macro_rules! block_kernels {
                 DType::Q8_0 => q8_0_x4,
                 DType::Q8_1 => q8_1_x4,
                 DType::MXFP4 => mxfp4_x4,
+                DType::NVFP4 => nvfp4_x4,
+                DType::I8 => i8_x4,
+                DType::F8_E4M3 => f8_x4,
                 _ => return None,
             })
         }
@@ -212,6 +222,9 @@ macro_rules! block_kernels {
                 DType::Q8_0 => q8_0_x4x2,
                 DType::Q8_1 => q8_1_x4x2,
                 DType::MXFP4 => mxfp4_x4x2,
+                DType::NVFP4 => nvfp4_x4x2,
+                DType::I8 => i8_x4x2,
+                DType::F8_E4M3 => f8_x4x2,
                 _ => return None,
             })
         }
@@ -307,6 +320,161 @@ macro_rules! block_kernels {
         legacy!($features, mxfp4, mxfp4_impl, mxfp4_x4, mxfp4_x4_impl, mxfp4_x4x2, mxfp4_x4x2_impl, MXFP4_BYTES, Q8_0_BYTES, prep_mxfp4, row_signed, false);
         legacy!($features, q4_1, q4_1_impl, q4_1_x4, q4_1_x4_impl, q4_1_x4x2, q4_1_x4x2_impl, Q4_1_BYTES, Q8_1_BYTES, prep_q4_1, row_unsigned, true);
         legacy!($features, q5_1, q5_1_impl, q5_1_x4, q5_1_x4_impl, q5_1_x4x2, q5_1_x4x2_impl, Q5_1_BYTES, Q8_1_BYTES, prep_q5_1, row_unsigned, true);
+
+        /// Half `h` of an NVFP4 block: sub-blocks `2h` and `2h + 1`, the 32 values that meet Q8_0
+        /// block `2i + h` of the activations. Its values in order (ggml's reordering of the
+        /// nibbles), and each sub-block's halved UE4M3 scale in the four lanes its sums land in.
+        #[target_feature(enable = $features)]
+        #[inline]
+        fn prep_nvfp4_half(wb: &[u8], h: usize) -> Block {
+            let values = _mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+            let m4 = _mm_set1_epi8(0x0F);
+            let q4 = load16(wb, 4 + 16 * h);
+            let lo = _mm_shuffle_epi8(values, _mm_and_si128(q4, m4));
+            let hi = _mm_shuffle_epi8(values, _mm_and_si128(_mm_srli_epi16::<4>(q4), m4));
+            let q = _mm256_set_m128i(_mm_unpackhi_epi64(lo, hi), _mm_unpacklo_epi64(lo, hi));
+            let d0 = _mm_set1_ps(UE4M3_HALF[wb[2 * h] as usize]);
+            let d1 = _mm_set1_ps(UE4M3_HALF[wb[2 * h + 1] as usize]);
+            signed(q, _mm256_set_m128(d1, d0))
+        }
+
+        /// NVFP4 weights against Q8_0 activations: one accumulator per block half, so every
+        /// output is `hsum(Σ first halves + Σ second halves)`, each sum in block order.
+        #[target_feature(enable = $features)]
+        fn nvfp4_impl(w: &[u8], x: &[u8]) -> f32 {
+            let w = w.as_chunks::<NVFP4_BYTES>().0;
+            let x = x.as_chunks::<{ 2 * Q8_0_BYTES }>().0;
+            let mut acc = [_mm256_setzero_ps(); 2];
+            for (wb, xb) in w.iter().zip(x) {
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    let p = prep_nvfp4_half(wb, h);
+                    let xh = &xb[h * Q8_0_BYTES..];
+                    *acc = _mm256_fmadd_ps(_mm256_mul_ps(p.d, f16x8(xh, 0)), row_signed(&p, xh), *acc);
+                }
+            }
+            hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+        }
+        entry!(nvfp4, nvfp4_impl, w: &[u8], x: &[u8] => f32);
+
+        /// [`nvfp4_impl`] for `C` weight rows and four activation rows: the first halves of
+        /// every block, then the second halves, so half the accumulators are live at a time.
+        #[target_feature(enable = $features)]
+        #[inline]
+        fn nvfp4_tile<const C: usize>(ws: [&[u8]; C], xs: [&[u8]; 4]) -> [[f32; 4]; C] {
+            let ws = ws.map(|w| w.as_chunks::<NVFP4_BYTES>().0);
+            let xs = xs.map(|x| x.as_chunks::<{ 2 * Q8_0_BYTES }>().0);
+            let n = xs.iter().map(|x| x.len()).chain(ws.iter().map(|w| w.len())).min().unwrap_or(0);
+            let pass = |h: usize| {
+                // Re-sliced here so that the compiler knows every row's length inside the loop.
+                let (ws, xs) = (ws.map(|w| &w[..n]), xs.map(|x| &x[..n]));
+                let mut acc = [[_mm256_setzero_ps(); 4]; C];
+                for j in 0..n {
+                    let xh: [&[u8]; 4] = [&xs[0][j][h * Q8_0_BYTES..], &xs[1][j][h * Q8_0_BYTES..],
+                        &xs[2][j][h * Q8_0_BYTES..], &xs[3][j][h * Q8_0_BYTES..]];
+                    let dx = _mm256_castps128_ps256(f16x4!(xh, 0));
+                    for c in 0..C {
+                        let p = prep_nvfp4_half(&ws[c][j], h);
+                        for r in 0..4 {
+                            let dr = _mm256_permutevar8x32_ps(dx, _mm256_set1_epi32(r as i32));
+                            let d = _mm256_mul_ps(p.d, dr);
+                            acc[c][r] = _mm256_fmadd_ps(d, row_signed(&p, xh[r]), acc[c][r]);
+                        }
+                    }
+                }
+                acc
+            };
+            let (first, second) = (pass(0), pass(1));
+            let mut out = [[0f32; 4]; C];
+            for c in 0..C {
+                out[c] = [0, 1, 2, 3].map(|r| hsum_ps(_mm256_add_ps(first[c][r], second[c][r])));
+            }
+            out
+        }
+
+        #[target_feature(enable = $features)]
+        fn nvfp4_x4_impl(w: &[u8], x: [&[u8]; 4]) -> [f32; 4] {
+            let [y] = nvfp4_tile([w], x);
+            y
+        }
+        entry!(nvfp4_x4, nvfp4_x4_impl, w: &[u8], x: [&[u8]; 4] => [f32; 4]);
+
+        #[target_feature(enable = $features)]
+        fn nvfp4_x4x2_impl(w: [&[u8]; 2], x: [&[u8]; 4]) -> [[f32; 4]; 2] {
+            nvfp4_tile(w, x)
+        }
+        entry!(nvfp4_x4x2, nvfp4_x4x2_impl, w: [&[u8]; 2], x: [&[u8]; 4] => [[f32; 4]; 2]);
+
+        /// The i32 lane sums of 32 I8 weights `wv` (with absolute values `aw`) times 32 int8
+        /// activations `xv`: the sign trick, so the unsigned-by-signed multiply fits.
+        #[target_feature(enable = $features)]
+        #[inline]
+        fn i8_sums(wv: __m256i, aw: __m256i, xv: __m256i) -> __m256i {
+            $us8(aw, _mm256_sign_epi8(xv, wv))
+        }
+
+        /// The exact sum of the eight i32 lanes.
+        #[target_feature(enable = $features)]
+        #[inline]
+        fn hsum_i64(v: __m256i) -> i64 {
+            let lanes: [i32; 8] = bytemuck::cast(v);
+            lanes.iter().map(|&l| l as i64).sum()
+        }
+
+        /// I8 weights against per-row int8 activations, `C` weight rows by `R` activation rows:
+        /// whole chunks of 32 in SIMD, the rest in scalar code. The sums are exact integers, so
+        /// any grouping of rows gives the same bits. A lane adds `k / 8` products below 2^14,
+        /// exact for rows of up to 2^20 values.
+        #[target_feature(enable = $features)]
+        #[inline]
+        fn i8_tile<const C: usize, const R: usize>(ws: [&[u8]; C], xs: [&[u8]; R]) -> [[f32; R]; C] {
+            let rows = xs.map(split_row);
+            let n = rows.iter().map(|r| r.1.len()).chain(ws.iter().map(|w| w.len())).min().unwrap_or(0);
+            let nc = n / 32;
+            let wc = ws.map(|w| &w.as_chunks::<32>().0[..nc]);
+            let qc = rows.map(|r| &r.1.as_chunks::<32>().0[..nc]);
+            let mut acc = [[_mm256_setzero_si256(); R]; C];
+            for j in 0..nc {
+                let wv: [__m256i; C] = std::array::from_fn(|c| load32(&wc[c][j], 0));
+                let aw = wv.map(|v| _mm256_sign_epi8(v, v));
+                for r in 0..R {
+                    let xv = load32(&qc[r][j], 0);
+                    for c in 0..C {
+                        acc[c][r] = _mm256_add_epi32(acc[c][r], i8_sums(wv[c], aw[c], xv));
+                    }
+                }
+            }
+            let mut out = [[0f32; R]; C];
+            for c in 0..C {
+                for r in 0..R {
+                    let tail: i64 = ws[c][32 * nc..n]
+                        .iter()
+                        .zip(&rows[r].1[32 * nc..n])
+                        .map(|(&a, &b)| (a as i8 as i32 * b as i8 as i32) as i64)
+                        .sum();
+                    out[c][r] = finish(hsum_i64(acc[c][r]) + tail, rows[r].0);
+                }
+            }
+            out
+        }
+
+        #[target_feature(enable = $features)]
+        fn i8_dot_impl(w: &[u8], x: &[u8]) -> f32 {
+            i8_tile([w], [x])[0][0]
+        }
+        entry!(i8_dot, i8_dot_impl, w: &[u8], x: &[u8] => f32);
+
+        #[target_feature(enable = $features)]
+        fn i8_x4_impl(w: &[u8], x: [&[u8]; 4]) -> [f32; 4] {
+            let [y] = i8_tile([w], x);
+            y
+        }
+        entry!(i8_x4, i8_x4_impl, w: &[u8], x: [&[u8]; 4] => [f32; 4]);
+
+        #[target_feature(enable = $features)]
+        fn i8_x4x2_impl(w: [&[u8]; 2], x: [&[u8]; 4]) -> [[f32; 4]; 2] {
+            i8_tile(w, x)
+        }
+        entry!(i8_x4x2, i8_x4x2_impl, w: [&[u8]; 2], x: [&[u8]; 4] => [[f32; 4]; 2]);
 
         /// Q4_K and Q5_K: per 64 values, two sub-blocks of 32 with their own 6-bit scale.
         #[target_feature(enable = $features)]

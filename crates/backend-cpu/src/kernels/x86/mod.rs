@@ -108,6 +108,63 @@ fn quantize_q8(x: &[f32], out: &mut [u8], with_sum: bool) {
     }
 }
 
+/// The per-row int8 activations of I8 weights (`[d: f32][q: i8 x k]` in `out`), bit-identical
+/// to `int8::quantize_row` (the contract's definition).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C ([`has_avx2`]).
+pub(super) unsafe fn avx2_quantize_i8(x: &[f32], out: &mut [u8]) {
+    quantize_i8(x, out)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_i8(x: &[f32], out: &mut [u8]) {
+    use super::int8::ROW_HEADER;
+    let Some((head, q)) = out.split_at_mut_checked(ROW_HEADER) else { return };
+    let n = x.len().min(q.len());
+    let (x, q) = (&x[..n], &mut q[..n]);
+    // The largest magnitude: max is exact, so the order does not matter.
+    let sign = _mm256_set1_ps(-0.0);
+    let (xc, xt) = x.as_chunks::<8>();
+    let mut m = _mm256_setzero_ps();
+    for c in xc {
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, load_ps(c, 0)));
+    }
+    let m4 = _mm_max_ps(_mm256_extractf128_ps::<1>(m), _mm256_castps256_ps128(m));
+    let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let amax = xt.iter().fold(_mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4))), |a, v| a.max(v.abs()));
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let idv = _mm256_set1_ps(id);
+    let (xc, xt) = x.as_chunks::<32>();
+    let (qc, qt) = q.as_chunks_mut::<32>();
+    for (v, o) in xc.iter().zip(qc) {
+        let i = [0, 8, 16, 24].map(|at| round_i8(load_ps(v, at), idv));
+        // Packing works per 128-bit lane; the permutation restores element order.
+        let packed = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+        let packed = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        // SAFETY: `o` holds 32 writable bytes; the store is unaligned.
+        unsafe { _mm256_storeu_si256(o.as_mut_ptr().cast(), packed) };
+    }
+    for (v, o) in xt.iter().zip(qt) {
+        *o = (v * id).round().clamp(-127.0, 127.0) as i8 as u8;
+    }
+    head.copy_from_slice(&(amax / 127.0).to_le_bytes());
+}
+
+/// `v * id` rounded half away from zero (as `f32::round`) and clamped to `[-127, 127]`, as i32.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn round_i8(v: __m256, id: __m256) -> __m256i {
+    let p = _mm256_mul_ps(v, id);
+    let sign = _mm256_set1_ps(-0.0);
+    // `p - trunc(p)` is exact; a fraction of at least one half steps away from zero.
+    let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(p);
+    let up = _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_andnot_ps(sign, _mm256_sub_ps(p, t)), _mm256_set1_ps(0.5));
+    let step = _mm256_and_ps(up, _mm256_or_ps(_mm256_and_ps(p, sign), _mm256_set1_ps(1.0)));
+    let r = _mm256_cvtps_epi32(_mm256_add_ps(t, step));
+    _mm256_max_epi32(_mm256_min_epi32(r, _mm256_set1_epi32(127)), _mm256_set1_epi32(-127))
+}
+
 /// `v * id` rounded half to even, as i32.
 #[target_feature(enable = "avx2")]
 #[inline]
@@ -324,6 +381,35 @@ mod tests {
                 unsafe { avx2_quantize_q8(&x, &mut b, vdt == DType::Q8_1) };
                 assert_eq!(a, b, "{vdt} case {case}");
             }
+        }
+    }
+
+    #[test]
+    fn avx2_int8_rows_are_bit_identical_to_scalar() {
+        if !has_avx2() {
+            return;
+        }
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        for case in 0..40 {
+            let len = [1usize, 7, 32, 33, 100, 576][case % 6];
+            let mut x: Vec<f32> = (0..len).map(|_| rng.gen_range(-3.0f32..3.0)).collect();
+            match case {
+                // All zeros; exact halves (ties) after scaling by 127 / 63.5 = 2; one spike.
+                0..=5 => x.fill(0.0),
+                6..=11 => x.iter_mut().enumerate().for_each(|(i, v)| *v = (i % 128) as f32 * 0.25 - 15.75),
+                12..=17 => x[len / 2] = -1e4,
+                _ => {}
+            }
+            if (6..=11).contains(&case) {
+                x[0] = 63.5;
+            }
+            let n = super::super::activation_bytes(DType::I8, len).unwrap();
+            let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
+            super::super::quantize::quantize_row(DType::I8, &x, &mut a);
+            // SAFETY: AVX2, FMA and F16C were detected above.
+            unsafe { avx2_quantize_i8(&x, &mut b) };
+            assert_eq!(a, b, "case {case} ({len} values)");
         }
     }
 
