@@ -7,6 +7,6 @@ pub mod hf;
 mod metadata;
 mod source;
 
-pub use gguf::{GgufWriter, WriteError};
+pub use gguf::{GgufStream, GgufWriter, WriteError};
 pub use metadata::{Metadata, MetadataError, Value};
 pub use source::{FormatError, ModelSource, Origin, TensorBytes, TensorEntry};

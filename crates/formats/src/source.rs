@@ -20,24 +20,60 @@ pub enum Origin {
     HuggingFace,
 }
 
-/// Bytes of one tensor inside a memory-mapped file; cheap to clone, keeps the mapping alive.
+/// Bytes of one tensor: a range of a memory-mapped file (zero copy), or bytes a reader produced
+/// while loading (a weight repacked into a ggml block type, a scale converted to F32). Cheap to
+/// clone; keeps the mapping or the buffer alive.
 #[derive(Clone)]
 pub struct TensorBytes {
-    map: Arc<memmap2::Mmap>,
-    range: Range<usize>,
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Mapped {
+        map: Arc<memmap2::Mmap>,
+        range: Range<usize>,
+    },
+    /// Stored as 8-byte words so that owned bytes are as aligned as any element type needs.
+    Owned {
+        words: Arc<[u64]>,
+        len: usize,
+    },
 }
 
 impl TensorBytes {
     /// `range` must lie inside `map` (readers check this before constructing).
     pub(crate) fn new(map: Arc<memmap2::Mmap>, range: Range<usize>) -> TensorBytes {
         debug_assert!(range.end <= map.len());
-        TensorBytes { map, range }
+        TensorBytes { inner: Inner::Mapped { map, range } }
+    }
+
+    /// Owned bytes of `len`, filled in place by `fill` (no second copy).
+    pub(crate) fn build<E>(len: usize, fill: impl FnOnce(&mut [u8]) -> Result<(), E>) -> Result<TensorBytes, E> {
+        let mut words = vec![0u64; len.div_ceil(8)];
+        fill(&mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len])?;
+        Ok(TensorBytes { inner: Inner::Owned { words: words.into(), len } })
+    }
+
+    /// Owned bytes, copied from `bytes` (for tensors made in memory).
+    pub fn copy_from(bytes: &[u8]) -> TensorBytes {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        TensorBytes { inner: Inner::Owned { words: words.into(), len: bytes.len() } }
+    }
+
+    /// Whether these bytes are read straight from a mapped file rather than produced in memory.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.inner, Inner::Mapped { .. })
     }
 }
 
 impl AsRef<[u8]> for TensorBytes {
     fn as_ref(&self) -> &[u8] {
-        &self.map[self.range.clone()]
+        match &self.inner {
+            Inner::Mapped { map, range } => &map[range.clone()],
+            Inner::Owned { words, len } => &bytemuck::cast_slice::<u64, u8>(words)[..*len],
+        }
     }
 }
 

@@ -20,7 +20,7 @@ pub enum TokenizerError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Json { path: PathBuf, message: String },
-    #[error("{0}: the model has no tokenizer (no tokenizer.json and no GGUF vocabulary)")]
+    #[error("{0}: the model has no tokenizer (no tokenizer.json, tokenizer.gguf or GGUF vocabulary)")]
     NoTokenizer(PathBuf),
     #[error("chat template: {0}")]
     Template(String),

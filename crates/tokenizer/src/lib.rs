@@ -104,7 +104,7 @@ impl Tokenizer {
     }
 
     /// The tokenizer of an opened model: its `tokenizer.json` if it has one, else its GGUF
-    /// vocabulary.
+    /// vocabulary (a GGUF file's own, or a Hugging Face directory's `tokenizer.gguf`).
     pub fn from_source(source: &ModelSource) -> Result<Tokenizer, TokenizerError> {
         match &source.tokenizer_json {
             Some(json) => Tokenizer::from_json_file(json, source.tokenizer_config_json.as_deref()),

@@ -10,7 +10,7 @@ mod reader;
 mod writer;
 
 pub(crate) use reader::{open_file, parse};
-pub use writer::{GgufWriter, WriteError};
+pub use writer::{GgufStream, GgufWriter, WriteError};
 
 /// The four bytes every GGUF file starts with.
 pub const MAGIC: [u8; 4] = *b"GGUF";

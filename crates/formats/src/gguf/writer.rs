@@ -1,5 +1,9 @@
 //! The GGUF writer: metadata and tensors in, a version 3 file out, laid out as ggml lays it out
 //! (data section and every tensor aligned, each tensor padded to the alignment).
+//!
+//! Tensors are either added with their bytes ([`GgufWriter::add_tensor`]) or only declared
+//! ([`GgufWriter::declare_tensor`]) and streamed after the header ([`GgufWriter::stream`]), so
+//! that a quantizer holds one converted tensor at a time rather than the whole model.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -32,7 +36,10 @@ struct PendingTensor<'a> {
     name: String,
     dtype: DType,
     shape: Shape,
-    bytes: Cow<'a, [u8]>,
+    /// Bytes the tensor occupies (before padding).
+    size: usize,
+    /// `None` for a declared tensor, whose bytes come through a [`GgufStream`].
+    bytes: Option<Cow<'a, [u8]>>,
 }
 
 /// Collects metadata and tensors, then writes them as one GGUF file. Tensor bytes may be
@@ -108,7 +115,32 @@ impl<'a> GgufWriter<'a> {
     ) -> Result<(), WriteError> {
         let name = name.into();
         let bytes = bytes.into();
-        let bad = |what: String| WriteError::BadTensor { name: name.clone(), what };
+        let size = self.check_tensor(&name, dtype, &shape)?;
+        if bytes.len() != size {
+            let what = format!("{shape} of {dtype} is {size} bytes, got {}", bytes.len());
+            return Err(WriteError::BadTensor { name, what });
+        }
+        self.names.insert(name.clone());
+        self.tensors.push(PendingTensor { name, dtype, shape, size, bytes: Some(bytes) });
+        Ok(())
+    }
+
+    /// Declares a tensor whose bytes are written later, in declaration order, through
+    /// [`GgufWriter::stream`].
+    pub fn declare_tensor(&mut self, name: impl Into<String>, dtype: DType, shape: Shape) -> Result<(), WriteError> {
+        let name = name.into();
+        let size = self.check_tensor(&name, dtype, &shape)?;
+        self.names.insert(name.clone());
+        self.tensors.push(PendingTensor { name, dtype, shape, size, bytes: None });
+        Ok(())
+    }
+
+    /// Checks a tensor about to be added and returns its size in bytes.
+    fn check_tensor(&self, name: &str, dtype: DType, shape: &Shape) -> Result<usize, WriteError> {
+        let bad = |what: String| WriteError::BadTensor { name: name.to_string(), what };
+        if dtype.ggml_id().is_none() {
+            return Err(bad(format!("{dtype} has no ggml type id, so GGUF cannot hold it")));
+        }
         if shape.rank() > MAX_DIMS {
             return Err(bad(format!("{} dimensions; GGUF allows at most {MAX_DIMS}", shape.rank())));
         }
@@ -116,48 +148,58 @@ impl<'a> GgufWriter<'a> {
             return Err(bad(format!("rows of {} are not whole {dtype} blocks", shape.cols())));
         }
         let count = shape.checked_count().map_err(|e| bad(e.to_string()))?;
-        let expected = dtype.bytes_for(count).map_err(|e| bad(e.to_string()))?;
-        if bytes.len() != expected {
-            return Err(bad(format!("{shape} of {dtype} is {expected} bytes, got {}", bytes.len())));
+        let size = dtype.bytes_for(count).map_err(|e| bad(e.to_string()))?;
+        if self.names.contains(name) {
+            return Err(WriteError::DuplicateTensor(name.to_string()));
         }
-        if !self.names.insert(name.clone()) {
-            return Err(WriteError::DuplicateTensor(name));
-        }
-        self.tensors.push(PendingTensor { name, dtype, shape, bytes });
-        Ok(())
+        Ok(size)
     }
 
-    /// Writes the file to `out`.
+    /// Writes the file to `out`. Every tensor must have been added with its bytes; a writer
+    /// with declared tensors writes through [`GgufWriter::stream`] instead.
     pub fn write(&self, out: &mut impl Write) -> Result<(), WriteError> {
+        if let Some(t) = self.tensors.iter().find(|t| t.bytes.is_none()) {
+            let what = "was declared without bytes; write this file with `stream`".to_string();
+            return Err(WriteError::BadTensor { name: t.name.clone(), what });
+        }
+        self.stream(out)?.finish()
+    }
+
+    /// Writes the header (metadata and tensor infos) to `out` and returns a stream that takes
+    /// the declared tensors' bytes in declaration order; tensors added with their bytes are
+    /// written in their place without being asked for.
+    pub fn stream<'s, W: Write>(&'s self, out: &'s mut W) -> Result<GgufStream<'s, 'a, W>, WriteError> {
         let mut w = Counting { inner: out, written: 0 };
+        self.write_header(&mut w)?;
+        Ok(GgufStream { out: w, tensors: &self.tensors, next: 0, alignment: self.alignment })
+    }
+
+    fn write_header<W: Write>(&self, w: &mut Counting<'_, W>) -> Result<(), WriteError> {
         w.write_all(&MAGIC)?;
         w.write_all(&VERSION.to_le_bytes())?;
         w.write_all(&(self.tensors.len() as u64).to_le_bytes())?;
         w.write_all(&(self.metadata.len() as u64).to_le_bytes())?;
         for (key, value) in &self.metadata {
-            write_string(&mut w, key)?;
+            write_string(&mut *w, key)?;
             w.write_all(&type_id(value).to_le_bytes())?;
-            write_value(&mut w, value)?;
+            write_value(&mut *w, value)?;
         }
         let mut offset = 0u64;
         for t in &self.tensors {
-            write_string(&mut w, &t.name)?;
+            write_string(&mut *w, &t.name)?;
             w.write_all(&(t.shape.rank() as u32).to_le_bytes())?;
             for &d in t.shape.dims().iter().rev() {
                 w.write_all(&(d as u64).to_le_bytes())?;
             }
-            w.write_all(&t.dtype.ggml_id().to_le_bytes())?;
+            // add_tensor admits only types with an id.
+            let id = t.dtype.ggml_id().unwrap_or(u32::MAX);
+            w.write_all(&id.to_le_bytes())?;
             w.write_all(&offset.to_le_bytes())?;
-            offset += padded(t.bytes.len() as u64, self.alignment);
+            offset += padded(t.size as u64, self.alignment);
         }
         if !self.tensors.is_empty() {
-            pad(&mut w, self.alignment)?;
+            pad(w, self.alignment)?;
         }
-        for t in &self.tensors {
-            w.write_all(&t.bytes)?;
-            pad(&mut w, self.alignment)?;
-        }
-        w.flush()?;
         Ok(())
     }
 
@@ -174,6 +216,63 @@ impl<'a> GgufWriter<'a> {
         let mut out = Vec::new();
         self.write(&mut out)?;
         Ok(out)
+    }
+}
+
+/// The data section of a file being written: tensor bytes in declaration order, each padded to
+/// the alignment. Made by [`GgufWriter::stream`]; [`GgufStream::finish`] checks that every
+/// tensor was written.
+pub struct GgufStream<'s, 'a, W: Write> {
+    out: Counting<'s, W>,
+    tensors: &'s [PendingTensor<'a>],
+    next: usize,
+    alignment: u64,
+}
+
+impl<W: Write> GgufStream<'_, '_, W> {
+    /// Writes the bytes of declared tensor `name`, which must be the next one in declaration
+    /// order (after any tensors that came with their bytes).
+    pub fn write_tensor(&mut self, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
+        self.write_stored()?;
+        let bad = |what: String| WriteError::BadTensor { name: name.to_string(), what };
+        let Some(t) = self.tensors.get(self.next) else {
+            return Err(bad("written after every declared tensor".to_string()));
+        };
+        if t.name != name {
+            return Err(bad(format!("written out of order: {:?} comes next", t.name)));
+        }
+        if bytes.len() != t.size {
+            return Err(bad(format!("{} of {} is {} bytes, got {}", t.shape, t.dtype, t.size, bytes.len())));
+        }
+        self.put(bytes)?;
+        self.write_stored()
+    }
+
+    /// Writes the remaining tensors that came with their bytes and flushes; fails if a declared
+    /// tensor was never written.
+    pub fn finish(mut self) -> Result<(), WriteError> {
+        self.write_stored()?;
+        if let Some(t) = self.tensors.get(self.next) {
+            let what = "was declared but its bytes were never written".to_string();
+            return Err(WriteError::BadTensor { name: t.name.clone(), what });
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+
+    /// Writes tensors that came with their bytes, up to the next declared one.
+    fn write_stored(&mut self) -> Result<(), WriteError> {
+        while let Some(bytes) = self.tensors.get(self.next).and_then(|t| t.bytes.as_deref()) {
+            self.put(bytes)?;
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
+        self.out.write_all(bytes)?;
+        pad(&mut self.out, self.alignment)?;
+        self.next += 1;
+        Ok(())
     }
 }
 
@@ -328,6 +427,51 @@ mod tests {
         let src = ModelSource::open_gguf_bytes(&bytes).unwrap();
         assert_eq!(src.tensor("b").unwrap().bytes.as_ref(), &[2u8; 4]);
         assert!(matches!(w.set_alignment(48), Err(WriteError::BadAlignment(48))));
+    }
+
+    #[test]
+    fn streamed_tensors_give_the_same_file() {
+        let q = tessera_quant::quantize_to_vec(DType::Q8_0, &[0.25; 64]).unwrap();
+        let mut whole = GgufWriter::new();
+        whole.add_metadata("k", Value::U32(7)).unwrap();
+        whole.add_tensor("a", DType::F32, Shape::from([3]), vec![1u8; 12]).unwrap();
+        whole.add_tensor("b", DType::Q8_0, Shape::from([2, 32]), q.clone()).unwrap();
+        whole.add_tensor("c", DType::F32, Shape::from([1]), vec![2u8; 4]).unwrap();
+
+        let mut streamed = GgufWriter::new();
+        streamed.add_metadata("k", Value::U32(7)).unwrap();
+        streamed.add_tensor("a", DType::F32, Shape::from([3]), vec![1u8; 12]).unwrap();
+        streamed.declare_tensor("b", DType::Q8_0, Shape::from([2, 32])).unwrap();
+        streamed.declare_tensor("c", DType::F32, Shape::from([1])).unwrap();
+        assert!(matches!(streamed.to_bytes(), Err(WriteError::BadTensor { .. })), "declared tensors need stream");
+        let mut out = Vec::new();
+        let mut stream = streamed.stream(&mut out).unwrap();
+        stream.write_tensor("b", &q).unwrap();
+        stream.write_tensor("c", &[2u8; 4]).unwrap();
+        stream.finish().unwrap();
+        assert_eq!(out, whole.to_bytes().unwrap());
+    }
+
+    #[test]
+    fn streams_refuse_wrong_order_size_and_missing_tensors() {
+        let mut w = GgufWriter::new();
+        w.declare_tensor("a", DType::F32, Shape::from([2])).unwrap();
+        w.declare_tensor("b", DType::F32, Shape::from([1])).unwrap();
+        assert!(matches!(w.declare_tensor("a", DType::F32, Shape::from([1])), Err(WriteError::DuplicateTensor(_))));
+        let mut out = Vec::new();
+        let mut stream = w.stream(&mut out).unwrap();
+        let err = stream.write_tensor("b", &[0u8; 4]).unwrap_err().to_string();
+        assert!(err.contains("out of order"), "{err}");
+        let err = stream.write_tensor("a", &[0u8; 4]).unwrap_err().to_string();
+        assert!(err.contains("8 bytes, got 4"), "{err}");
+        stream.write_tensor("a", &[0u8; 8]).unwrap();
+        let err = stream.finish().unwrap_err().to_string();
+        assert!(err.contains("\"b\"") && err.contains("never written"), "{err}");
+        let mut stream = w.stream(&mut out).unwrap();
+        stream.write_tensor("a", &[0u8; 8]).unwrap();
+        stream.write_tensor("b", &[0u8; 4]).unwrap();
+        let err = stream.write_tensor("c", &[0u8; 4]).unwrap_err().to_string();
+        assert!(err.contains("after every declared tensor"), "{err}");
     }
 
     #[test]

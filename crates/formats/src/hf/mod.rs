@@ -9,7 +9,17 @@
 //!   `convert_hf_to_gguf.py` does; a model reading them uses half-split RoPE instead.
 //! - Gemma norm weights are stored as `w` (the model computes `1 + w`); the converter adds 1
 //!   when writing GGUF, this reader does not.
+//!
+//! Quantized checkpoints in the compressed-tensors layout are read too (see [`compressed`]):
+//! their weights become Tessera's quantized types, repacked into ggml blocks where the stored
+//! layout differs, with a `<tensor>.scale` companion where the checkpoint keeps a scale outside
+//! the weight.
+//!
+//! The tokenizer is `tokenizer.json` (with `tokenizer_config.json`); a directory without one may
+//! carry its tokenizer as GGUF metadata in a tensor-less [`TOKENIZER_GGUF`], whose `tokenizer.*`
+//! keys then join the metadata, so the tokenizer is built as for a GGUF model.
 
+pub mod compressed;
 mod config;
 mod names;
 
@@ -22,7 +32,7 @@ use tessera_core::{DType, Shape};
 pub use config::Arch;
 
 use crate::source::map_file;
-use crate::{FormatError, ModelSource, Origin, TensorBytes, TensorEntry};
+use crate::{FormatError, Metadata, ModelSource, Origin, TensorBytes, TensorEntry};
 
 const SINGLE_FILE: &str = "model.safetensors";
 const INDEX_FILE: &str = "model.safetensors.index.json";
@@ -76,57 +86,87 @@ fn dtype(d: Dtype) -> Option<DType> {
     }
 }
 
-/// Maps one safetensors file and adds the tensors the model uses to `out`; returns the names
-/// of every tensor the file holds (used or not), to check the index against.
-fn load_shard(path: &Path, arch: Arch, out: &mut Vec<TensorEntry>) -> Result<HashSet<String>, FormatError> {
+/// One tensor of a safetensors file, under its Hugging Face name.
+pub(crate) struct RawTensor {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: TensorBytes,
+    /// The file holding it, for messages.
+    pub file: PathBuf,
+}
+
+/// Maps one safetensors file and lists every tensor it holds.
+fn load_shard(path: &Path) -> Result<Vec<RawTensor>, FormatError> {
     let map = map_file(path)?;
     let (header_len, meta) =
         SafeTensors::read_metadata(&map).map_err(|e| corrupt(path, format!("not a valid safetensors file: {e:?}")))?;
-    // read_metadata has checked that every tensor's offsets lie inside the data section.
+    // read_metadata has checked that every tensor's offsets lie inside the data section and
+    // that its byte length is its element count times its element size.
     let data_start = 8 + header_len;
-    let mut all = HashSet::new();
-    let mut infos: Vec<_> = meta.tensors().into_iter().collect();
-    infos.sort_by(|a, b| a.0.cmp(&b.0));
-    for (hf_name, info) in infos {
-        all.insert(hf_name.clone());
-        let Some(name) = names::gguf_name(arch, &hf_name) else { continue };
-        let dtype = dtype(info.dtype).ok_or_else(|| FormatError::Unsupported {
-            path: path.to_path_buf(),
-            what: format!("tensor {hf_name:?} is {:?}; only F32, F16 and BF16 are supported", info.dtype),
-        })?;
+    let mut raws = Vec::new();
+    for (name, info) in meta.tensors() {
         let (start, end) = info.data_offsets;
         let range = match (data_start.checked_add(start), data_start.checked_add(end)) {
             (Some(s), Some(e)) if s <= e && e <= map.len() => s..e,
-            _ => return Err(corrupt(path, format!("tensor {hf_name:?} has offsets {start}..{end} outside the file"))),
+            _ => return Err(corrupt(path, format!("tensor {name:?} has offsets {start}..{end} outside the file"))),
         };
-        let shape = Shape::new(info.shape.clone());
-        out.push(TensorEntry { name, dtype, shape, bytes: TensorBytes::new(map.clone(), range) });
+        raws.push(RawTensor {
+            name,
+            dtype: info.dtype,
+            shape: info.shape.clone(),
+            bytes: TensorBytes::new(map.clone(), range),
+            file: path.to_path_buf(),
+        });
     }
-    Ok(all)
+    raws.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(raws)
+}
+
+/// The entry of a tensor stored as it is used, or `None` for tensors the text model does not
+/// use (vision towers, rotary caches, activation scales).
+pub(crate) fn plain_entry(raw: &RawTensor, arch: Arch) -> Result<Option<TensorEntry>, FormatError> {
+    let Some(name) = names::gguf_name(arch, &raw.name) else { return Ok(None) };
+    let dtype = dtype(raw.dtype).ok_or_else(|| FormatError::Unsupported {
+        path: raw.file.clone(),
+        what: format!("tensor {:?} is {:?}; only F32, F16 and BF16 are supported", raw.name, raw.dtype),
+    })?;
+    Ok(Some(TensorEntry { name, dtype, shape: Shape::new(raw.shape.clone()), bytes: raw.bytes.clone() }))
 }
 
 /// Opens a Hugging Face model directory.
 pub(crate) fn open_dir(dir: &Path) -> Result<ModelSource, FormatError> {
     let config_path = dir.join("config.json");
     let config = config::read_json(&config_path)?;
-    let (arch, metadata) = config::to_metadata(&config, &config_path)?;
+    let (arch, mut metadata) = config::to_metadata(&config, &config_path)?;
+    let quantization = compressed::parse(&config, &config_path)?;
     let Shards { files, weight_map } = shard_files(dir)?;
-    let mut tensors = Vec::new();
+    let mut raws = Vec::new();
     let mut held_by: HashMap<String, PathBuf> = HashMap::new();
     for file in &files {
-        for name in load_shard(file, arch, &mut tensors)? {
-            if let Some(other) = held_by.insert(name.clone(), file.clone()) {
+        for raw in load_shard(file)? {
+            if let Some(other) = held_by.insert(raw.name.clone(), file.clone()) {
                 return Err(corrupt(
                     dir,
-                    format!("tensor {name:?} is in both {} and {}", other.display(), file.display()),
+                    format!("tensor {:?} is in both {} and {}", raw.name, other.display(), file.display()),
                 ));
             }
+            raws.push(raw);
         }
     }
     if let Some(weight_map) = weight_map {
         for (name, file) in &weight_map {
             if held_by.get(name).and_then(|p| p.file_name()) != Some(std::ffi::OsStr::new(file)) {
                 return Err(corrupt(&dir.join(INDEX_FILE), format!("{name:?} is listed in {file} but is not there")));
+            }
+        }
+    }
+    let mut tensors = Vec::new();
+    match &quantization {
+        Some(q) => compressed::convert(&raws, arch, q, &mut tensors)?,
+        None => {
+            for raw in &raws {
+                tensors.extend(plain_entry(raw, arch)?);
             }
         }
     }
@@ -137,14 +177,41 @@ pub(crate) fn open_dir(dir: &Path) -> Result<ModelSource, FormatError> {
     }
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
     let existing = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
+    let tokenizer_json = existing("tokenizer.json");
+    if tokenizer_json.is_none() {
+        if let Some(gguf) = existing(TOKENIZER_GGUF) {
+            tokenizer_metadata(&gguf, &mut metadata)?;
+        }
+    }
     Ok(ModelSource {
         path: dir.to_path_buf(),
         origin: Origin::HuggingFace,
         metadata,
         tensors,
-        tokenizer_json: existing("tokenizer.json"),
+        tokenizer_json,
         tokenizer_config_json: existing("tokenizer_config.json"),
     })
+}
+
+/// A tensor-less GGUF file carrying a tokenizer as GGUF metadata, for directories written from
+/// a GGUF model (whose tokenizer has no `tokenizer.json`).
+pub const TOKENIZER_GGUF: &str = "tokenizer.gguf";
+
+/// Copies the `tokenizer.*` keys of a tokenizer GGUF into `metadata`, replacing what
+/// `config.json` gave (the GGUF's special-token ids are its vocabulary's own).
+fn tokenizer_metadata(path: &Path, metadata: &mut Metadata) -> Result<(), FormatError> {
+    let source = crate::gguf::open_file(path)?;
+    let mut found = false;
+    for (key, value) in source.metadata.iter() {
+        if key.starts_with("tokenizer.") {
+            metadata.insert(key.clone(), value.clone());
+            found = true;
+        }
+    }
+    if !found {
+        return Err(corrupt(path, "holds no tokenizer.* metadata"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

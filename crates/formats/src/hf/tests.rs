@@ -141,3 +141,62 @@ fn open_refuses_what_is_not_a_model() {
     assert!(matches!(ModelSource::open(&file), Err(FormatError::NotAModel { .. })));
     assert!(matches!(ModelSource::open(&dir.path().join("missing.gguf")), Err(FormatError::Io { .. })));
 }
+
+/// A tensor-less GGUF holding a tokenizer, as written beside weights converted from a GGUF.
+fn write_tokenizer_gguf(path: &Path, keys: &[(&str, crate::Value)]) {
+    let mut w = crate::GgufWriter::new();
+    w.add_metadata("general.architecture", crate::Value::String("llama".into())).unwrap();
+    for (k, v) in keys {
+        w.add_metadata(*k, v.clone()).unwrap();
+    }
+    w.write_file(path).unwrap();
+}
+
+#[test]
+fn tokenizer_gguf_supplies_the_tokenizer_keys_when_there_is_no_tokenizer_json() {
+    use crate::Value;
+    let mut config = llama_config();
+    config["bos_token_id"] = json!(5);
+    config["eos_token_id"] = json!(4);
+    let dir = model_dir(&config);
+    write_safetensors(&dir.path().join(SINGLE_FILE), &llama_tensors());
+    let tokens = Value::Array(["<s>", "</s>", "a", "b"].iter().map(|t| Value::String(t.to_string())).collect());
+    write_tokenizer_gguf(
+        &dir.path().join(TOKENIZER_GGUF),
+        &[
+            ("tokenizer.ggml.model", Value::String("gpt2".into())),
+            ("tokenizer.ggml.tokens", tokens.clone()),
+            ("tokenizer.ggml.bos_token_id", Value::U32(0)),
+            ("tokenizer.chat_template", Value::String("{{ messages }}".into())),
+            ("llama.context_length", Value::U32(7)),
+        ],
+    );
+    let src = ModelSource::open(dir.path()).unwrap();
+    assert_eq!(src.tokenizer_json, None);
+    assert_eq!(src.metadata.get("tokenizer.ggml.tokens"), Some(&tokens));
+    assert_eq!(src.metadata.str("tokenizer.chat_template"), Ok("{{ messages }}"));
+    // The vocabulary's own ids replace config.json's; keys it lacks keep config.json's.
+    assert_eq!(src.metadata.u64("tokenizer.ggml.bos_token_id"), Ok(0));
+    assert_eq!(src.metadata.u64("tokenizer.ggml.eos_token_id"), Ok(4));
+    // Only tokenizer keys are taken; the model's hyperparameters come from config.json.
+    assert!(!src.metadata.contains("llama.context_length") || src.metadata.u64("llama.context_length") != Ok(7));
+
+    // A tokenizer.json wins over tokenizer.gguf.
+    std::fs::write(dir.path().join("tokenizer.json"), "{}").unwrap();
+    let src = ModelSource::open(dir.path()).unwrap();
+    assert!(src.tokenizer_json.is_some());
+    assert!(!src.metadata.contains("tokenizer.ggml.tokens"));
+}
+
+#[test]
+fn tokenizer_gguf_without_tokenizer_keys_or_damaged_is_an_error() {
+    let dir = model_dir(&llama_config());
+    write_safetensors(&dir.path().join(SINGLE_FILE), &llama_tensors());
+    let path = dir.path().join(TOKENIZER_GGUF);
+    write_tokenizer_gguf(&path, &[]);
+    let e = ModelSource::open(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("tokenizer.gguf: holds no tokenizer.* metadata"), "{e}");
+    std::fs::write(&path, b"GGUF\x03\0\0\0").unwrap();
+    let e = ModelSource::open(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("tokenizer.gguf"), "{e}");
+}
