@@ -1,21 +1,29 @@
 //! Runs models: loads one onto a backend, keeps its KV cache, evaluates forward steps, samples,
-//! generates text and scores perplexity. Knows the backend only through its contract.
+//! generates text, scores perplexity and compares models with a reference (KL divergence).
+//! Knows the backend only through its contract.
 
 mod batch;
 pub mod bench;
 mod capture;
 mod context;
 mod device_weights;
+mod eval;
 mod generate;
+mod kl_base;
 mod kv_cache;
 mod perplexity;
 mod sampling;
 
 pub use batch::{BatchItem, PagedKvCache};
 pub use context::{Context, ContextOptions, LoadedModel};
+pub use eval::{
+    compare_models, percentile, Comparison, EvalReport, KlStats, LogProbRows, ModelScores, Reference, RowHead,
+    TokenComparison, WeightStats,
+};
 pub use generate::{generate, GenerateOptions, GenerationStats, StopReason};
+pub use kl_base::{KlBaseHeader, KlBaseReader, KlBaseWriter};
 pub use kv_cache::KvCache;
-pub use perplexity::{perplexity, PerplexityOptions, PerplexityReport};
+pub use perplexity::{perplexity, NllSum, PerplexityOptions, PerplexityReport, ScoredChunks};
 pub use sampling::{argmax, Sampler, SamplerOptions};
 pub use tessera_models::Logits;
 
