@@ -6,6 +6,7 @@ mod cmd_bench;
 mod cmd_eval;
 mod cmd_inspect;
 mod cmd_plan;
+mod cmd_quantize;
 mod cmd_run;
 mod cmd_serve;
 mod cmd_tokenize;
@@ -34,9 +35,10 @@ enum Command {
     Serve(cmd_serve::ServeArgs),
     /// Measure prompt-processing and generation throughput, as llama-bench does.
     Bench(cmd_bench::BenchArgs),
-    /// Evaluate a model (perplexity).
-    #[command(subcommand)]
-    Eval(cmd_eval::EvalCommand),
+    /// Quantize a model: GGUF block types (as llama-quantize) or compressed-tensors checkpoints.
+    Quantize(cmd_quantize::QuantizeArgs),
+    /// Evaluate models on a text: perplexity, KL divergence from the first, top-1 agreement, bpw.
+    Eval(cmd_eval::EvalArgs),
     /// Plan hardware: chips by export-control class, performance, $ per million tokens, fleets.
     #[command(subcommand)]
     Plan(cmd_plan::PlanCommand),
@@ -103,6 +105,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd_serve::run(args),
         Command::Tokenize(args) => cmd_tokenize::run(args),
         Command::Inspect(args) => cmd_inspect::run(args),
+        Command::Quantize(args) => cmd_quantize::run(args),
         Command::Eval(cmd) => cmd_eval::run(cmd),
         Command::Plan(cmd) => cmd_plan::run(cmd),
         Command::Pull(args) => pull(args),

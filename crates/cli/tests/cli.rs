@@ -1,34 +1,12 @@
 //! The `tessera` binary end to end: real models, Hugging Face directories, and its errors.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use tessera_formats::{GgufWriter, Metadata, Value};
-use tessera_testkit::{fixtures_dir, models_dir, test_model, GEMMA3_270M, SMOLLM2};
+use tessera_testkit::{fixtures_dir, test_model, GEMMA3_270M, SMOLLM2};
 
-fn tessera(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .env("TESSERA_MODELS_DIR", models_dir())
-        .output()
-        .expect("tessera starts")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A failed command exits 1 with one line on stderr that starts `error:` and contains `needle`.
-fn assert_one_line_error(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "exit status; stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line expected, got: {err}");
-    assert!(err.starts_with("error: ") && err.contains(needle), "{err:?} should mention {needle:?}");
-}
+mod common;
+use common::{assert_one_line_error, stderr, stdout, tessera};
 
 #[test]
 fn run_continues_the_capital_of_france_with_paris() {

@@ -2,26 +2,12 @@
 //! one clear line.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
 use serde_json::Value;
-use tessera_testkit::{models_dir, test_model, SMOLLM2};
+use tessera_testkit::{test_model, SMOLLM2};
 
-fn tessera(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .env("TESSERA_MODELS_DIR", models_dir())
-        .output()
-        .expect("tessera starts")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{stderr, stdout, tessera};
 
 fn ok(args: &[&str]) -> String {
     let o = tessera(args);

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The quality table of issue "quantize and eval": quantizes one model to every format Tessera
+# writes, then scores all of them against the source in one `tessera eval` run (perplexity, KL
+# divergence, top-1 agreement, bits per weight), with a JSON file and an SVG plot.
+#
+#   bench/quant-quality.sh MODEL OUT_DIR [TEXT_FILE] [FORMATS...]
+#
+# MODEL is anything `tessera quantize -m` accepts (smollm2, gemma3-270m, a path). TEXT_FILE
+# defaults to the licence texts Debian ships (text the models were not tuned on). The source is
+# whatever MODEL holds: for a quantized GGUF (SmolLM2's Q4_1, Gemma's Q4_K_M) every format is
+# made from its dequantized weights and compared with it, not with the original bf16 model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ $# -lt 2 ]; then
+  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+  exit 2
+fi
+model=$1
+out=$2
+text=${3:-}
+shift $(( $# < 3 ? $# : 3 ))
+formats=("$@")
+if [ ${#formats[@]} -eq 0 ]; then
+  formats=(q8_0 w8a8-int8 fp8-e4m3 q6_k q5_k q5_0 q4_k q4_0 q4_1 w4a16-rtn w4a16-awq w4a16-gptq nvfp4 mxfp4 mxfp4-ct)
+fi
+mkdir -p "$out"
+if [ -z "$text" ]; then
+  text=$out/eval-text.txt
+  cat /usr/share/common-licenses/GPL-3 /usr/share/common-licenses/Apache-2.0 /usr/share/common-licenses/MPL-2.0 >"$text"
+fi
+
+cargo build --release --quiet --bin tessera
+tessera=target/release/tessera
+if [ -e "$model" ]; then source_path=$model; else source_path=$("$tessera" pull "$model" | tail -n 1); fi
+
+models=(-m "$source_path")
+for f in "${formats[@]}"; do
+  case $f in
+    q*|mxfp4) dest=$out/$f.gguf ;;
+    *) dest=$out/$f ;;
+  esac
+  if [ ! -e "$dest" ]; then
+    echo "== quantize $f" >&2
+    "$tessera" quantize -m "$source_path" -o "$dest" --format "$f" >"$out/$f.quantize.txt"
+  fi
+  models+=(-m "$dest")
+done
+
+"$tessera" eval "${models[@]}" -f "$text" -c 512 \
+  --json "$out/quality.json" --plot "$out/quality-kl.svg" --plot-metric kl | tee "$out/quality.txt"
