@@ -31,7 +31,7 @@ if [ -z "$text" ]; then
 fi
 
 cargo build --release --quiet --bin tessera
-tessera=target/release/tessera
+tessera=${CARGO_TARGET_DIR:-target}/release/tessera
 if [ -e "$model" ]; then source_path=$model; else source_path=$("$tessera" pull "$model" | tail -n 1); fi
 
 models=(-m "$source_path")
