@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The quality table of issue "quantize and eval": quantizes one model to every format Tessera
+# The cost in quality of every quantization format: quantizes one model to every format Tessera
 # writes, then scores all of them against the source in one `tessera eval` run (perplexity, KL
 # divergence, top-1 agreement, bits per weight), with a JSON file and an SVG plot.
 #
 #   bench/quant-quality.sh MODEL OUT_DIR [TEXT_FILE] [FORMATS...]
 #
+# CHUNKS=N in the environment scores only the first N chunks of 512 tokens (faster, wider error bars).
 # MODEL is anything `tessera quantize -m` accepts (smollm2, gemma3-270m, a path). TEXT_FILE
 # defaults to the licence texts Debian ships (text the models were not tuned on). The source is
 # whatever MODEL holds: for a quantized GGUF (SmolLM2's Q4_1, Gemma's Q4_K_M) every format is
@@ -13,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ $# -lt 2 ]; then
-  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
   exit 2
 fi
 model=$1
@@ -47,5 +48,5 @@ for f in "${formats[@]}"; do
   models+=(-m "$dest")
 done
 
-"$tessera" eval "${models[@]}" -f "$text" -c 512 \
+"$tessera" eval "${models[@]}" -f "$text" -c 512 ${CHUNKS:+--chunks "$CHUNKS"} \
   --json "$out/quality.json" --plot "$out/quality-kl.svg" --plot-metric kl | tee "$out/quality.txt"
