@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use tessera_api::{IdGenerator, ToolFormat};
 use tessera_runtime::LoadedModel;
 use tessera_tokenizer::{ChatTemplate, Tokenizer};
@@ -97,7 +98,7 @@ pub async fn start(model: Arc<LoadedModel>, options: ServerOptions) -> anyhow::R
     let task = tokio::spawn(async move {
         let mut stop_for_server = stop.clone();
         let engine_for_signal = engine.clone();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let server = axum::serve(listener.tap_io(no_delay), app).with_graceful_shutdown(async move {
             let _ = stop_for_server.wait_for(|s| *s).await;
             engine_for_signal.stop_accepting();
         });
@@ -149,4 +150,12 @@ pub fn run_blocking(model: Arc<LoadedModel>, options: ServerOptions) -> anyhow::
         eprintln!("tessera serve: listening on http://{}", server.addr);
         server.run_until_signal().await
     })
+}
+
+/// Sends each small write (an SSE token) at once: with Nagle's algorithm a write waits for the
+/// client's delayed ACK of the previous one, up to 40 ms.
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!("TCP_NODELAY: {e}");
+    }
 }
