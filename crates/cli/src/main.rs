@@ -7,6 +7,7 @@ mod cmd_eval;
 mod cmd_inspect;
 mod cmd_plan;
 mod cmd_quantize;
+mod cmd_route;
 mod cmd_run;
 mod cmd_serve;
 mod cmd_tokenize;
@@ -35,6 +36,8 @@ enum Command {
     Serve(cmd_serve::ServeArgs),
     /// Measure prompt-processing and generation throughput, as llama-bench does.
     Bench(cmd_bench::BenchArgs),
+    /// Route OpenAI requests over a fleet of servers by policy, health, load, cost and prefix.
+    Route(cmd_route::RouteArgs),
     /// Quantize a model: GGUF block types (as llama-quantize) or compressed-tensors checkpoints.
     Quantize(cmd_quantize::QuantizeArgs),
     /// Evaluate models on a text: perplexity, KL divergence from the first, top-1 agreement, bpw.
@@ -76,7 +79,7 @@ fn main() -> ExitCode {
         // Warnings by default, and the server's one line per request.
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tessera_server=info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tessera_server=info,tessera_router=info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -92,10 +95,13 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::FAILURE;
             }
-            // One line: clap's first line names the problem; the rest is usage noise.
+            // One line: clap's first paragraph names the problem (a list of missing arguments
+            // follows on indented lines); the usage after it is noise.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
-            eprintln!("error: {first} (see --help)");
+            let problem: Vec<&str> =
+                text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).filter(|l| !l.is_empty()).collect();
+            let first = if problem.is_empty() { "invalid arguments".to_string() } else { problem.join(" ") };
+            eprintln!("error: {} (see --help)", first.trim_start_matches("error: "));
             return ExitCode::FAILURE;
         }
     };
@@ -106,6 +112,7 @@ fn main() -> ExitCode {
         Command::Tokenize(args) => cmd_tokenize::run(args),
         Command::Inspect(args) => cmd_inspect::run(args),
         Command::Quantize(args) => cmd_quantize::run(args),
+        Command::Route(args) => cmd_route::run(args),
         Command::Eval(cmd) => cmd_eval::run(cmd),
         Command::Plan(cmd) => cmd_plan::run(cmd),
         Command::Pull(args) => pull(args),
