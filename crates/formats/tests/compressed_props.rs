@@ -3,36 +3,11 @@
 //! an allocation out of proportion to the files; and well-formed integer checkpoints of any
 //! shape, width, strategy and symmetry repack exactly.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use proptest::prelude::*;
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value as Json};
 use tessera_formats::{FormatError, ModelSource};
-
-/// Records, per thread, the largest single allocation made while armed.
-struct PeakAlloc;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for PeakAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = LARGEST.try_with(|l| l.set(l.get().max(layout.size())));
-        System.alloc(layout)
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = LARGEST.try_with(|l| l.set(l.get().max(new_size)));
-        System.realloc(ptr, layout, new_size)
-    }
-}
+use tessera_testkit::{largest_allocation, PeakAlloc};
 
 #[global_allocator]
 static GLOBAL: PeakAlloc = PeakAlloc;
@@ -57,9 +32,7 @@ fn open_checked(quantization: Json, parts: &[Part]) -> Result<ModelSource, Forma
     let file = safetensors::serialize(views, &None).unwrap();
     let file_len = file.len();
     std::fs::write(dir.path().join("model.safetensors"), file).unwrap();
-    LARGEST.with(|l| l.set(0));
-    let result = ModelSource::open(dir.path());
-    let largest = LARGEST.with(|l| l.get());
+    let (result, largest) = largest_allocation(|| ModelSource::open(dir.path()));
     // Repacking 1-bit values into Q4_0 grows them 4.5 times; compiling a target's regular
     // expression takes a fixed few hundred kilobytes.
     let bound = 8 * file_len + (4 << 20);

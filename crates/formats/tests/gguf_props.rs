@@ -2,35 +2,10 @@
 //! and damaged or hostile files are refused with a useful error, without panicking and without
 //! allocating more than a small multiple of the file's size.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use proptest::prelude::*;
 use tessera_core::{DType, Shape};
 use tessera_formats::{FormatError, GgufWriter, Metadata, ModelSource, Value};
-
-/// Records, per thread, the largest single allocation made while armed.
-struct PeakAlloc;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for PeakAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = LARGEST.try_with(|l| l.set(l.get().max(layout.size())));
-        System.alloc(layout)
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = LARGEST.try_with(|l| l.set(l.get().max(new_size)));
-        System.realloc(ptr, layout, new_size)
-    }
-}
+use tessera_testkit::{largest_allocation, PeakAlloc};
 
 #[global_allocator]
 static GLOBAL: PeakAlloc = PeakAlloc;
@@ -38,9 +13,7 @@ static GLOBAL: PeakAlloc = PeakAlloc;
 /// Opens `bytes`, checking that a failure explains itself and that no single allocation was
 /// larger than the file could justify.
 fn open_checked(bytes: &[u8]) -> Result<ModelSource, FormatError> {
-    LARGEST.with(|l| l.set(0));
-    let result = ModelSource::open_gguf_bytes(bytes);
-    let largest = LARGEST.with(|l| l.get());
+    let (result, largest) = largest_allocation(|| ModelSource::open_gguf_bytes(bytes));
     // A metadata value is 32 bytes and needs at least one byte of file; nothing else comes close.
     let bound = 40 * bytes.len() + 4096;
     assert!(largest <= bound, "allocated {largest} bytes at once for a {}-byte file", bytes.len());
@@ -87,9 +60,9 @@ fn sample_file() -> Vec<u8> {
 
 #[test]
 fn sample_file_reads() {
-    let src = open_checked(&sample_file()).unwrap();
+    let (src, largest) = largest_allocation(|| open_checked(&sample_file()).unwrap());
     // The allocation probe works: reading allocated something.
-    assert!(LARGEST.with(|l| l.get()) > 0);
+    assert!(largest > 0);
     assert_eq!(src.tensors.len(), 4);
     assert_eq!(src.metadata.len(), 14);
 }

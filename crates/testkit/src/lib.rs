@@ -1,6 +1,9 @@
 //! Shared by the test suites: where the real test models and the reference fixtures live.
 //! Only tests depend on this crate.
 
+mod peak_alloc;
+pub use peak_alloc::{largest_allocation, PeakAlloc};
+
 use std::path::PathBuf;
 
 /// The directory holding test models, as the `tessera` CLI's model cache finds it:
