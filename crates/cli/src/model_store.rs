@@ -112,7 +112,11 @@ pub fn ensure(known: &KnownModel, quiet: bool) -> Result<PathBuf> {
         return Ok(target);
     }
     fs::create_dir_all(&dir).with_context(|| format!("creating the model cache {}", dir.display()))?;
-    let work = dir.join(format!(".fetch-{}-{}", known.name, std::process::id()));
+    // Unique per fetch, not just per process: pods sharing a volume all run as pid 1, and the
+    // finished file is moved into place with one rename, so concurrent fetches never mix bytes.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    let work = dir.join(format!(".fetch-{}-{host}-{}-{nanos}", known.name, std::process::id()));
     let result = fetch_into(known, &work, &target, quiet);
     let _ = fs::remove_dir_all(&work);
     result.map(|_| target)
