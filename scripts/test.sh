@@ -15,8 +15,10 @@ fi
 
 cargo run --quiet --bin tessera -- pull smollm2 gemma3-270m
 
-# The server's end-to-end test drives it with the official OpenAI client.
-python3 -m pip install --quiet --disable-pip-version-check "openai==3.54.0" "jsonschema==4.26.0"
+# The server's end-to-end test drives it with the official OpenAI client; the Kubernetes
+# manifests are validated against the Kubernetes schemas kubernetes-validate ships.
+python3 -m pip install --quiet --disable-pip-version-check "openai==3.54.0" "jsonschema==4.26.0" \
+  "kubernetes-validate==1.37.0"
 
 # The planner's HTML report test renders in headless Chromium (Debian package `chromium`).
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
