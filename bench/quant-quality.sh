@@ -9,7 +9,9 @@
 # MODEL is anything `tessera quantize -m` accepts (smollm2, gemma3-270m, a path). TEXT_FILE
 # defaults to the licence texts Debian ships (text the models were not tuned on). The source is
 # whatever MODEL holds: for a quantized GGUF (SmolLM2's Q4_1, Gemma's Q4_K_M) every format is
-# made from its dequantized weights and compared with it, not with the original bf16 model.
+# made from its dequantized weights, and the reference is an f32 GGUF of those weights
+# (`--format f32`) run in f32, not the quantized file (whose kernels quantize activations too)
+# and not the original bf16 model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,7 +37,17 @@ cargo build --release --quiet --bin tessera
 tessera=${CARGO_TARGET_DIR:-target}/release/tessera
 if [ -e "$model" ]; then source_path=$model; else source_path=$("$tessera" pull "$model" | tail -n 1); fi
 
-models=(-m "$source_path")
+reference=$source_path
+case $source_path in
+  *.gguf)
+    reference=$out/source-f32.gguf
+    if [ ! -e "$reference" ]; then
+      echo "== dequantize the source to f32" >&2
+      "$tessera" quantize -m "$source_path" -o "$reference" --format f32 >"$out/f32.quantize.txt"
+    fi
+    ;;
+esac
+models=(-m "$reference")
 for f in "${formats[@]}"; do
   case $f in
     q*|mxfp4) dest=$out/$f.gguf ;;

@@ -41,6 +41,8 @@ pub struct QuantizeArgs {
 const FORMATS_HELP: &str = "\
 Formats:
   GGUF file (llama.cpp block types; the same tensor types and bytes llama-quantize writes without an imatrix):
+    f32, f16, bf16                 every weight matrix in that float type: a dequantized copy of a quantized
+                                   source, to run or compare against
     q8_0                           llama.cpp's Q8_0 file: every weight Q8_0
     q4_0, q4_1, q5_0, q5_1         llama.cpp's files of those types: the output (or the tied token embedding) Q6_K
     q4_k, q5_k                     llama.cpp's Q4_K_M and Q5_K_M mixes: output Q6_K, attn_v and ffn_down of about

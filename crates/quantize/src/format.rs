@@ -3,10 +3,13 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// A target format. The first group writes a GGUF file of ggml block types; the second a
+/// A target format. The first group writes a GGUF file of plain floats or ggml block types; the second a
 /// Hugging Face directory of safetensors in the `compressed-tensors` layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Format {
+    F32,
+    F16,
+    Bf16,
     Q8_0,
     Q4_0,
     Q4_1,
@@ -33,7 +36,10 @@ pub enum Output {
 }
 
 impl Format {
-    pub const ALL: [Format; 16] = [
+    pub const ALL: [Format; 19] = [
+        Format::F32,
+        Format::F16,
+        Format::Bf16,
         Format::Q8_0,
         Format::Q4_0,
         Format::Q4_1,
@@ -54,6 +60,9 @@ impl Format {
 
     pub const fn name(self) -> &'static str {
         match self {
+            Format::F32 => "f32",
+            Format::F16 => "f16",
+            Format::Bf16 => "bf16",
             Format::Q8_0 => "q8_0",
             Format::Q4_0 => "q4_0",
             Format::Q4_1 => "q4_1",
@@ -75,7 +84,10 @@ impl Format {
 
     pub const fn output(self) -> Output {
         match self {
-            Format::Q8_0
+            Format::F32
+            | Format::F16
+            | Format::Bf16
+            | Format::Q8_0
             | Format::Q4_0
             | Format::Q4_1
             | Format::Q5_0
@@ -86,6 +98,11 @@ impl Format {
             | Format::Mxfp4 => Output::GgufFile,
             _ => Output::CompressedTensorsDir,
         }
+    }
+
+    /// Whether the format keeps every value as a plain float (a dequantized copy of a source).
+    pub const fn is_float(self) -> bool {
+        matches!(self, Format::F32 | Format::F16 | Format::Bf16)
     }
 
     /// Whether the format runs the model on calibration text.

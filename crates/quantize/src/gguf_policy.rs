@@ -79,6 +79,9 @@ impl ModelInfo {
 /// type its weights default to.
 pub(crate) fn file_type(format: Format) -> Option<(u32, DType)> {
     Some(match format {
+        Format::F32 => (0, DType::F32),
+        Format::F16 => (1, DType::F16),
+        Format::Bf16 => (32, DType::BF16),
         Format::Q4_0 => (2, DType::Q4_0),
         Format::Q4_1 => (3, DType::Q4_1),
         Format::Q8_0 => (7, DType::Q8_0),
@@ -286,6 +289,10 @@ impl State<'_> {
     fn choose(&mut self, t: &TensorInfo<'_>) -> Result<DType, String> {
         use Format::*;
         let (format, model) = (self.format, self.model);
+        if format.is_float() {
+            // llama.cpp's F32/F16/BF16 file types convert every weight matrix, with no mixes.
+            return Ok(self.default);
+        }
         let mixed = matches!(format, Q4K | Q5K);
         let cat = category(t.name);
         let mut new = self.default;

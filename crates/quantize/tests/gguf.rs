@@ -316,3 +316,40 @@ fn pure_puts_every_weight_in_the_format_where_rows_allow() {
     }
     assert_eq!(written.metadata.get("general.file_type").and_then(|v| v.as_u64()), Some(2));
 }
+
+/// The float formats are the dequantized source: f32 holds exactly the values the quantized
+/// source decodes to (the reference the quality tables compare with), f16 and bf16 those values
+/// rounded once; norms stay f32 and the file type is llama.cpp's (0, 1, 32). llama-quantize
+/// `--allow-requantize` writes the same tensors for the same source (checked by hand with its
+/// F32, F16 and BF16 types; only the metadata key order differs).
+#[test]
+fn float_formats_hold_the_dequantized_source() {
+    let Some(source_path) = test_model(SMOLLM2) else { return };
+    let source = ModelSource::open(&source_path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (format, dtype, ftype) in
+        [(Format::F32, DType::F32, 0), (Format::F16, DType::F16, 1), (Format::Bf16, DType::BF16, 32)]
+    {
+        let out = dir.path().join(format!("{format}.gguf"));
+        let summary = quantize(&source_path, &out, &QuantizeOptions::new(format), &mut NoProgress).unwrap();
+        assert_eq!(summary.dequantized_from, ["q4_1", "q8_0"], "{format}");
+        let written = ModelSource::open(&out).unwrap();
+        assert_eq!(written.metadata.get("general.file_type").and_then(|v| v.as_u64()), Some(ftype), "{format}");
+        assert_eq!(written.tensors.len(), source.tensors.len());
+        for t in &written.tensors {
+            let s = source.tensor(&t.name).unwrap();
+            let want = if t.shape.rank() == 1 { DType::F32 } else { dtype };
+            assert_eq!(t.dtype, want, "{format}: {}", t.name);
+            let values = tessera_quant::dequantize_to_vec(s.dtype, s.bytes.as_ref()).unwrap();
+            let expected = tessera_quant::quantize_to_vec(t.dtype, &values).unwrap();
+            assert_eq!(t.bytes.as_ref(), &expected[..], "{format}: {}", t.name);
+        }
+    }
+    // The exact case spelled out on one tensor: f32 decodes to the source's own values.
+    let f32_file = ModelSource::open(&dir.path().join("f32.gguf")).unwrap();
+    let (s, t) = (source.tensor("blk.0.ffn_up.weight").unwrap(), f32_file.tensor("blk.0.ffn_up.weight").unwrap());
+    assert_eq!(
+        tessera_quant::dequantize_to_vec(t.dtype, t.bytes.as_ref()).unwrap(),
+        tessera_quant::dequantize_to_vec(s.dtype, s.bytes.as_ref()).unwrap()
+    );
+}
