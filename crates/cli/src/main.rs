@@ -105,6 +105,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if !matches!(cli.command, Command::Serve(_) | Command::Route(_)) {
+        exit_quietly_on_closed_pipe();
+    }
     let result = match cli.command {
         Command::Run(args) => cmd_run::run(args),
         Command::Bench(args) => cmd_bench::run(args),
@@ -125,6 +128,17 @@ fn main() -> ExitCode {
             eprintln!("error: {}", chain.join(": "));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Printing into a closed pipe (`tessera bench | head`) ends the process quietly, as it does for
+/// other Unix tools, instead of panicking in `println!`. The servers keep Rust's default (SIGPIPE
+/// ignored, the write fails) so that a client hanging up never ends them.
+fn exit_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -132,3 +132,27 @@ fn devices_lists_the_cpu() {
     assert!(stdout(&o).starts_with("cpu"), "{}", stdout(&o));
     assert!(Path::new(env!("CARGO_BIN_EXE_tessera")).exists());
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    if test_model(SMOLLM2).is_none() {
+        return;
+    }
+    // More output than a pipe buffers, so the writes meet the closed pipe.
+    let text = "hello world ".repeat(8000);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["tokenize", "-m", "smollm2", &text])
+        .env("TESSERA_MODELS_DIR", tessera_testkit::models_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    const SIGPIPE: i32 = 13;
+    assert!(o.status.success() || o.status.signal() == Some(SIGPIPE), "{:?}: {err}", o.status);
+}
