@@ -22,7 +22,7 @@ pub struct QuantizeArgs {
     /// Target format (see --help for the list and what each writes).
     #[arg(long, value_parser = parse_format)]
     pub format: Format,
-    /// Text file to calibrate on (used by w4a16-awq and w4a16-gptq; read and checked for every format).
+    /// Text file to calibrate on (used by w8a8-int8, w4a16-awq and w4a16-gptq; read and checked for every format).
     #[arg(long)]
     pub calib: Option<PathBuf>,
     /// Values per scale for w4a16-* (default 128, else the largest of 64 and 32 that divides every
@@ -54,6 +54,8 @@ Formats:
     dequantized to f32 first, and tensors already in the target type are copied as they are.
   compressed-tensors directory (Hugging Face safetensors):
     w8a8-int8, fp8-e4m3, w4a16-rtn, w4a16-awq, w4a16-gptq, nvfp4, mxfp4-ct
+    w8a8-int8 smooths activation outliers into the weights first (SmoothQuant, strength searched on the
+    calibration text); w4a16-awq scales and w4a16-gptq compensates on it.
 
 Example:
   tessera quantize -m smollm2 -o smollm2-q4_k.gguf --format q4_k";
@@ -80,7 +82,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     let gguf = format.output() == Output::GgufFile;
     if calib_text.is_some() && !format.calibrates() {
         let users: Vec<&str> = Format::ALL.iter().filter(|f| f.calibrates()).map(|f| f.name()).collect();
-        eprintln!("note: --calib is not used by {format}; only {} calibrate", users.join(" and "));
+        eprintln!("note: --calib is not used by {format}; only {} calibrate", users.join(", "));
     }
     if args.group_size.is_some() && gguf {
         eprintln!("note: --group-size is not used by {format}: its block size is fixed");

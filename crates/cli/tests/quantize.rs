@@ -36,7 +36,7 @@ fn quantizing_prints_a_summary_per_type() {
     assert!(lines[4].starts_with("total") && lines[4].contains(" 272 ") && lines[4].contains("134,515,008"), "{text}");
     assert!(lines[5].starts_with("wrote ") && lines[5].ends_with("(138.1 MiB)"), "{text}");
     // Not a terminal: no progress bar, only the note that q8_0 does not calibrate.
-    assert_eq!(stderr(&o).trim(), "note: --calib is not used by q8_0; only w4a16-awq and w4a16-gptq calibrate");
+    assert_eq!(stderr(&o).trim(), "note: --calib is not used by q8_0; only w8a8-int8, w4a16-awq, w4a16-gptq calibrate");
     assert!(out.is_file() && !dir.path().join("smollm2-q8_0.gguf.partial").exists());
 }
 

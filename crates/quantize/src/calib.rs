@@ -62,11 +62,20 @@ enum Moments {
     Gram(Vec<f64>),
 }
 
+/// Every how many rows one is kept as a sample, and how many at most (for searches that need
+/// the rows themselves, such as W8A8 smoothing, whose error depends on each row's maximum).
+const SAMPLE_STRIDE: usize = 4;
+const MAX_SAMPLES: usize = 128;
+
 /// Statistics of the rows entering one input site.
 pub struct InputStats {
     d: usize,
     n: usize,
     abs_sum: Vec<f64>,
+    abs_max: Vec<f32>,
+    /// Every `SAMPLE_STRIDE`-th row from the fourth (so never the first token, whose activations
+    /// are atypical), up to `MAX_SAMPLES`.
+    samples: Vec<f32>,
     moments: Moments,
 }
 
@@ -80,7 +89,14 @@ pub struct Factor {
 
 impl InputStats {
     pub fn new(d: usize) -> InputStats {
-        InputStats { d, n: 0, abs_sum: vec![0.0; d], moments: Moments::Rows(Vec::new()) }
+        InputStats {
+            d,
+            n: 0,
+            abs_sum: vec![0.0; d],
+            abs_max: vec![0.0; d],
+            samples: Vec::new(),
+            moments: Moments::Rows(Vec::new()),
+        }
     }
 
     pub fn dim(&self) -> usize {
@@ -99,9 +115,13 @@ impl InputStats {
             return;
         }
         let n_new = rows.len() / d;
-        for row in rows.chunks_exact(d) {
-            for (s, &x) in self.abs_sum.iter_mut().zip(row) {
+        for (i, row) in rows.chunks_exact(d).enumerate() {
+            for ((s, m), &x) in self.abs_sum.iter_mut().zip(&mut self.abs_max).zip(row) {
                 *s += x.abs() as f64;
+                *m = m.max(x.abs());
+            }
+            if (self.n + i) % SAMPLE_STRIDE == SAMPLE_STRIDE - 1 && self.samples.len() < MAX_SAMPLES * d {
+                self.samples.extend_from_slice(row);
             }
         }
         self.n += n_new;
@@ -115,6 +135,16 @@ impl InputStats {
             }
             Moments::Gram(gram) => add_gram(gram, &rows[..n_new * d], d),
         }
+    }
+
+    /// Largest magnitude of each input channel.
+    pub fn abs_max(&self) -> &[f32] {
+        &self.abs_max
+    }
+
+    /// The kept sample rows, row-major `[n, d]`.
+    pub fn samples(&self) -> &[f32] {
+        &self.samples
     }
 
     /// Mean magnitude of each input channel.

@@ -36,6 +36,7 @@ use crate::gptq;
 use crate::hf_layout::{self, Arch};
 use crate::integer::{self, Bits};
 use crate::output::{finish, partial_path};
+use crate::smooth;
 use crate::{Progress, QuantizeError, QuantizeOptions, Summary, TensorReport};
 
 /// The compressed-tensors release whose checkpoint layout and `quantization_config` this
@@ -53,12 +54,13 @@ fn invalid(what: String) -> QuantizeError {
     QuantizeError::Invalid(what)
 }
 
-/// How int4 weights are chosen.
+/// How weights are chosen: int4 by rounding, AWQ or GPTQ; int8 (W8A8) after smoothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Method {
     Rtn,
     Awq,
     Gptq,
+    Smooth,
 }
 
 /// What each Linear becomes.
@@ -234,6 +236,7 @@ impl Scheme {
     fn calibration(self) -> Option<Method> {
         match self {
             Scheme::Int4 { method: m @ (Method::Awq | Method::Gptq), .. } => Some(m),
+            Scheme::Int8 => Some(Method::Smooth),
             _ => None,
         }
     }
@@ -521,6 +524,8 @@ impl<'a> Writer<'a> {
             (Method::Awq, Site::AttnIn) => self.arch != Arch::Gemma3,
             (Method::Awq, Site::AttnOut) => self.v_feeds_o(layer),
             (Method::Awq, _) => true,
+            (Method::Smooth, Site::AttnOut) => self.v_feeds_o(layer),
+            (Method::Smooth, _) => true,
             (Method::Rtn, _) => false,
         }
     }
@@ -582,8 +587,10 @@ impl<'a> Writer<'a> {
             values.insert(p.entry.name.clone(), self.load(p)?);
         }
         let Some(layer) = tensors.first().and_then(|p| layer_of(&p.entry.name)) else { return Ok(()) };
-        if matches!(self.scheme, Scheme::Int4 { method: Method::Awq, .. }) {
-            self.awq_layer(layer, &mut values, stats, progress)?;
+        match self.scheme {
+            Scheme::Int4 { method: Method::Awq, .. } => self.awq_layer(layer, &mut values, stats, progress)?,
+            Scheme::Int8 => self.smooth_layer(layer, &mut values, stats, progress)?,
+            _ => {}
         }
         // GPTQ's factors, one per input site (shared by Q/K/V and by gate/up).
         let mut factors: BTreeMap<Site, gptq::Prepared> = BTreeMap::new();
@@ -631,62 +638,92 @@ impl<'a> Writer<'a> {
     ) -> Result<(), QuantizeError> {
         let Scheme::Int4 { group, .. } = self.scheme else { return Ok(()) };
         let dtype = self.dtype;
-        let name = |m: &str| format!("blk.{layer}.{m}");
-        let one_plus = self.arch.one_plus_norms();
-        // (site, smoothing tensor, its kind, balance weights)
-        let mappings: [(Site, &str, bool, &[&str]); 4] = [
-            (Site::AttnIn, "attn_norm.weight", true, &["attn_q.weight", "attn_k.weight", "attn_v.weight"]),
-            (Site::AttnOut, "attn_v.weight", false, &["attn_output.weight"]),
-            (Site::FfnIn, "ffn_norm.weight", true, &["ffn_gate.weight", "ffn_up.weight"]),
-            (Site::FfnDown, "ffn_up.weight", false, &["ffn_down.weight"]),
-        ];
         let mut report = Vec::new();
-        for (site, smooth, is_norm, balance) in mappings {
-            let Some(st) = stats.get(&(layer, site)) else { continue };
-            let names: Vec<String> = balance.iter().map(|b| name(b)).collect();
-            if names.iter().any(|n| !values.contains_key(n)) || !values.contains_key(&name(smooth)) {
-                continue;
-            }
+        for mapping in &MAPPINGS {
+            let Some((st, names)) = mapping.find(layer, values, stats)? else { continue };
             let cols = st.dim();
             let choice = {
-                let mut bal = Vec::new();
-                for n in &names {
-                    let w = &values[n];
-                    if !w.len().is_multiple_of(cols) {
-                        return Err(invalid(format!("{n}: {} values are not rows of {cols} inputs", w.len())));
-                    }
-                    bal.push(Balance { w, rows: w.len() / cols });
-                }
+                let bal: Vec<Balance> =
+                    names.iter().map(|n| Balance { w: &values[n], rows: values[n].len() / cols }).collect();
                 let quant = |w: &[f32], rows: usize| integer::fake_quantize_rtn(w, rows, cols, group, Bits(4), dtype);
                 awq::search(&bal, &st.mean_abs(), &st.factor(), &quant)
             };
-            report.push(awq_message(site, &choice));
-            if choice.alpha == 0.0 {
-                continue;
-            }
-            for n in &names {
-                if let Some(w) = values.get_mut(n) {
-                    awq::scale_columns(w, cols, &choice.scales);
-                }
-            }
-            if let Some(smooth_values) = values.get_mut(&name(smooth)) {
-                if is_norm {
-                    awq::fold_into_norm(smooth_values, &choice.scales, one_plus);
-                } else {
-                    let smooth_cols = smooth_values.len() / cols;
-                    awq::divide_rows(smooth_values, smooth_cols, &choice.scales);
-                }
-            }
-            if !is_norm {
-                if let Some(b) = values.get_mut(&name(&smooth.replace(".weight", ".bias"))) {
-                    awq::divide_rows(b, 1, &choice.scales);
-                }
+            report.push(awq_message(mapping.site, &choice));
+            if choice.alpha != 0.0 {
+                self.fold_scales(layer, mapping, &names, &choice.scales, values);
             }
         }
         if !report.is_empty() {
             progress.message(&format!("AWQ blk.{layer}: {}", report.join(", ")));
         }
         Ok(())
+    }
+
+    /// W8A8 smoothing for one layer, over the same mappings as AWQ.
+    fn smooth_layer(
+        &self,
+        layer: usize,
+        values: &mut BTreeMap<String, Vec<f32>>,
+        stats: &Calibration,
+        progress: &mut dyn Progress,
+    ) -> Result<(), QuantizeError> {
+        let dtype = self.dtype;
+        let mut report = Vec::new();
+        for mapping in &MAPPINGS {
+            let Some((st, names)) = mapping.find(layer, values, stats)? else { continue };
+            let cols = st.dim();
+            let choice = {
+                let bal: Vec<Balance> =
+                    names.iter().map(|n| Balance { w: &values[n], rows: values[n].len() / cols }).collect();
+                let quant = |w: &[f32], rows: usize| integer::fake_quantize_rtn(w, rows, cols, cols, Bits(8), dtype);
+                smooth::search(&bal, st.abs_max(), st.samples(), &quant)
+            };
+            let change = if choice.plain_loss > 0.0 { (choice.loss / choice.plain_loss - 1.0) * 100.0 } else { 0.0 };
+            report.push(match choice.alpha {
+                Some(a) => format!("{} alpha {a:.2} ({change:+.0}%)", mapping.site_name()),
+                None => format!("{} not smoothed", mapping.site_name()),
+            });
+            if choice.alpha.is_some() {
+                self.fold_scales(layer, mapping, &names, &choice.scales, values);
+            }
+        }
+        if !report.is_empty() {
+            progress.message(&format!("smoothing blk.{layer}: {}", report.join(", ")));
+        }
+        Ok(())
+    }
+
+    /// Multiplies the balance weights' input channels by `scales` and divides the tensor that
+    /// produces those inputs (a norm, or a projection's rows and bias) by them: the float model
+    /// computes the same function.
+    fn fold_scales(
+        &self,
+        layer: usize,
+        mapping: &Mapping,
+        names: &[String],
+        scales: &[f32],
+        values: &mut BTreeMap<String, Vec<f32>>,
+    ) {
+        let cols = scales.len();
+        for n in names {
+            if let Some(w) = values.get_mut(n) {
+                awq::scale_columns(w, cols, scales);
+            }
+        }
+        let smooth = format!("blk.{layer}.{}", mapping.smooth);
+        if let Some(smooth_values) = values.get_mut(&smooth) {
+            if mapping.is_norm {
+                awq::fold_into_norm(smooth_values, scales, self.arch.one_plus_norms());
+            } else {
+                let smooth_cols = smooth_values.len() / cols;
+                awq::divide_rows(smooth_values, smooth_cols, scales);
+            }
+        }
+        if !mapping.is_norm {
+            if let Some(b) = values.get_mut(&smooth.replace(".weight", ".bias")) {
+                awq::divide_rows(b, 1, scales);
+            }
+        }
     }
 
     /// Writes one tensor: quantized if it is a Linear, else in the output float type.
@@ -803,13 +840,70 @@ impl<'a> Writer<'a> {
 }
 
 /// What AWQ chose for a site: α and the output error against round-to-nearest.
+/// A smoothing mapping: the weights reading one input site, and the tensor producing it.
+struct Mapping {
+    site: Site,
+    /// The tensor the scales fold into: a norm, or a projection whose rows are the inputs.
+    smooth: &'static str,
+    is_norm: bool,
+    balance: &'static [&'static str],
+}
+
+/// norm → Q/K/V, V → O, norm → gate/up, up → down, as llm-compressor orders them.
+const MAPPINGS: [Mapping; 4] = [
+    Mapping {
+        site: Site::AttnIn,
+        smooth: "attn_norm.weight",
+        is_norm: true,
+        balance: &["attn_q.weight", "attn_k.weight", "attn_v.weight"],
+    },
+    Mapping { site: Site::AttnOut, smooth: "attn_v.weight", is_norm: false, balance: &["attn_output.weight"] },
+    Mapping {
+        site: Site::FfnIn,
+        smooth: "ffn_norm.weight",
+        is_norm: true,
+        balance: &["ffn_gate.weight", "ffn_up.weight"],
+    },
+    Mapping { site: Site::FfnDown, smooth: "ffn_up.weight", is_norm: false, balance: &["ffn_down.weight"] },
+];
+
+impl Mapping {
+    /// The site's statistics and the balance weights' names, when the layer has them all (and
+    /// the calibration recorded the site).
+    fn find<'s>(
+        &self,
+        layer: usize,
+        values: &BTreeMap<String, Vec<f32>>,
+        stats: &'s Calibration,
+    ) -> Result<Option<(&'s calib::InputStats, Vec<String>)>, QuantizeError> {
+        let Some(st) = stats.get(&(layer, self.site)) else { return Ok(None) };
+        let names: Vec<String> = self.balance.iter().map(|b| format!("blk.{layer}.{b}")).collect();
+        if names.iter().any(|n| !values.contains_key(n))
+            || !values.contains_key(&format!("blk.{layer}.{}", self.smooth))
+        {
+            return Ok(None);
+        }
+        let cols = st.dim();
+        for n in &names {
+            if !values[n].len().is_multiple_of(cols) {
+                return Err(invalid(format!("{n}: {} values are not rows of {cols} inputs", values[n].len())));
+            }
+        }
+        Ok(Some((st, names)))
+    }
+
+    fn site_name(&self) -> &'static str {
+        match self.site {
+            Site::AttnIn => "q/k/v",
+            Site::AttnOut => "o",
+            Site::FfnIn => "gate/up",
+            Site::FfnDown => "down",
+        }
+    }
+}
+
 fn awq_message(site: Site, choice: &awq::Choice) -> String {
-    let what = match site {
-        Site::AttnIn => "q/k/v",
-        Site::AttnOut => "o",
-        Site::FfnIn => "gate/up",
-        Site::FfnDown => "down",
-    };
+    let what = MAPPINGS.iter().find(|m| m.site == site).map_or("?", Mapping::site_name);
     let change = if choice.rtn_loss > 0.0 { (choice.loss / choice.rtn_loss - 1.0) * 100.0 } else { 0.0 };
     format!("{what} alpha {:.2} ({change:+.0}%)", choice.alpha)
 }

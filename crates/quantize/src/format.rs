@@ -107,7 +107,7 @@ impl Format {
 
     /// Whether the format runs the model on calibration text.
     pub const fn calibrates(self) -> bool {
-        matches!(self, Format::W4A16Awq | Format::W4A16Gptq)
+        matches!(self, Format::W8A8Int8 | Format::W4A16Awq | Format::W4A16Gptq)
     }
 }
 

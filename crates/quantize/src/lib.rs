@@ -22,6 +22,7 @@ mod hf_layout;
 mod integer;
 mod linalg;
 mod output;
+mod smooth;
 
 pub use format::{Format, Output};
 
