@@ -6,6 +6,7 @@
 #   bench/quant-quality.sh MODEL OUT_DIR [TEXT_FILE] [FORMATS...]
 #
 # CHUNKS=N in the environment scores only the first N chunks of 512 tokens (faster, wider error bars).
+# Then `bench/quant_speed.py --tessera TESSERA OUT_DIR` times every format beside Q4_0 and Q8_0.
 # MODEL is anything `tessera quantize -m` accepts (smollm2, gemma3-270m, a path). TEXT_FILE
 # defaults to the licence texts Debian ships (text the models were not tuned on). The source is
 # whatever MODEL holds: for a quantized GGUF (SmolLM2's Q4_1, Gemma's Q4_K_M) every format is

@@ -59,7 +59,12 @@ fn main() {
         DType::Q4_K,
         DType::Q5_K,
         DType::Q6_K,
+        DType::MXFP4,
+        DType::NVFP4,
+        DType::I8,
+        DType::F8_E4M3,
         DType::F16,
+        DType::BF16,
         DType::F32,
     ] {
         if k % dtype.block_len() != 0 || only.is_some_and(|o| o != dtype) {
