@@ -43,7 +43,7 @@ fn quantizing_prints_a_summary_per_type() {
 #[test]
 fn an_unknown_format_lists_the_valid_ones() {
     let o = tessera(&["-m", "x.gguf", "-o", "y.gguf", "--format", "q3_k"]);
-    assert_one_line_error(&o, "unknown format \"q3_k\"; one of: q8_0, q4_0, q4_1");
+    assert_one_line_error(&o, "unknown format \"q3_k\"; one of: f32, f16, bf16, q8_0, q4_0, q4_1");
 }
 
 #[test]
@@ -52,6 +52,14 @@ fn a_missing_source_is_named() {
     let missing = dir.path().join("missing.gguf");
     let o = tessera(&["-m", path(&missing), "-o", path(&dir.path().join("out.gguf")), "--format", "q4_0"]);
     assert_one_line_error(&o, "is neither an existing file or directory nor a known name");
+}
+
+#[test]
+fn a_directory_that_is_not_a_model_is_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = tessera(&["-m", path(dir.path()), "-o", path(&dir.path().join("out")), "--format", "w8a8-int8"]);
+    assert_one_line_error(&o, "not a model: expected a .gguf file or a directory with config.json");
+    assert_eq!(stderr(&o).matches("not a model").count(), 1, "{}", stderr(&o));
 }
 
 #[test]

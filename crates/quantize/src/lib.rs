@@ -119,11 +119,11 @@ impl Progress for NoProgress {
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuantizeError {
-    #[error("{0}")]
+    #[error(transparent)]
     Format(#[from] tessera_formats::FormatError),
-    #[error("{0}")]
+    #[error(transparent)]
     Quant(#[from] tessera_quant::QuantError),
-    #[error("{0}")]
+    #[error(transparent)]
     Runtime(#[from] tessera_runtime::RuntimeError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
