@@ -135,6 +135,7 @@ mod tests {
             DType::Q4_0,
             DType::Q4_1,
             DType::Q5_0,
+            DType::Q5_1,
             DType::Q8_0,
             DType::Q4_K,
             DType::Q6_K,
