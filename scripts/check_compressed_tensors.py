@@ -12,7 +12,8 @@ For each output directory it checks:
      quantization of the same float weights (`calculate_qparams` + `quantize`; the scale rounded
      to the checkpoint's dtype first, as the checkpoint stores it).
   3. Unquantized tensors (embeddings, norms) equal the source's up to the float type's rounding
-     (AWQ's folded norms are checked through the model's output instead).
+     (the norms AWQ and W8A8's smoothing fold scales into are checked through the model's output
+     instead).
   4. With --dequantizer BIN (the `dequantize_checkpoint` example of crates/quantize, which writes
      the weights as Tessera's own reader dequantizes them), decompressed weights equal Tessera's.
   5. transformers loads the directory (decompressing) with the tokenizer from `tokenizer.gguf` or
@@ -184,7 +185,10 @@ def check_dir(out_dir, source, reference, dequantizer, method):
     tensors = load_file(os.path.join(out_dir, "model.safetensors"))
     ref = {k: v.float() for k, v in reference.state_dict().items()}
     dump = tessera_dequantized(dequantizer, out_dir) if dequantizer else None
-    calibrated = method in ("awq", "gptq")
+    calibrated = method in ("awq", "gptq", "smooth")
+    # AWQ and W8A8's smoothing fold scales into the weights and norms: those are checked
+    # through the model's output instead.
+    folded = method in ("awq", "smooth")
 
     mods = modules(tensors)
     worst, code_match, code_total, dump_diff = 0.0, 0, 0, 0.0
@@ -197,7 +201,7 @@ def check_dir(out_dir, source, reference, dequantizer, method):
             continue
         if dump is not None:
             dump_diff = max(dump_diff, ulps(w_raw, dump[gguf_name(prefix)]))
-        if method != "awq":
+        if not folded:
             err = ((w - r).norm() / r.norm()).item()
             worst = max(worst, err)
         if not calibrated:
@@ -206,7 +210,7 @@ def check_dir(out_dir, source, reference, dequantizer, method):
             code_match += (mine == codes).sum().item()
             code_total += codes.numel()
     line = f"{out_dir}: {fmt}, {len(mods)} quantized Linears"
-    if method != "awq":
+    if not folded:
         line += f", worst relative weight error {worst:.4f}"
         if worst > WEIGHT_ERROR_BOUND[fmt]:
             problems.append(f"relative weight error {worst:.4f} above {WEIGHT_ERROR_BOUND[fmt]}")
@@ -227,7 +231,7 @@ def check_dir(out_dir, source, reference, dequantizer, method):
             continue
         if name.rsplit(".", 1)[0] in mods:
             continue
-        if method == "awq" and "norm" in name:
+        if folded and "norm" in name:
             continue
         r = ref.get(name)
         if r is None:
@@ -266,7 +270,7 @@ def main():
     ap.add_argument("--source", required=True, help="the model that was quantized (.gguf file or HF directory)")
     ap.add_argument("--dequantizer", help="crates/quantize's dequantize_checkpoint example binary")
     ap.add_argument(
-        "--method", action="append", default=[], help="rtn, awq or gptq per directory (default: from the name)"
+        "--method", action="append", default=[], help="rtn, awq, gptq or smooth (w8a8) per directory (default: from the name)"
     )
     ap.add_argument("outputs", nargs="+")
     args = ap.parse_args()
@@ -278,7 +282,7 @@ def main():
             method = args.method[i]
         else:
             name = os.path.basename(os.path.normpath(out)).lower()
-            method = next((m for m in ("awq", "gptq") if m in name), "rtn")
+            method = next((m for m in ("awq", "gptq") if m in name), "smooth" if "w8a8" in name else "rtn")
         problems, kl = check_dir(out, args.source, reference, args.dequantizer, method)
         results[out] = kl
         failed |= bool(problems)
