@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks Tessera's Kubernetes manifests before anyone applies them.
 
-    check_k8s_manifests.py DIR [--docs DEPLOY_DOC.md] [--kubernetes-version 1.37.0]
+    check_k8s_manifests.py DIR [--docs DEPLOY_DOC.md] [--tessera BIN] [--kubernetes-version 1.37.0]
 
 1. Every object in DIR's kustomization validates against the Kubernetes OpenAPI schemas in strict
    mode (unknown fields are errors), with the `kubernetes-validate` package's offline schemas.
@@ -11,6 +11,7 @@
    ConfigMaps, PVCs and Secrets that exist (or that the deployment doc tells the reader to
    create, with those keys), and the fleet file's upstreams are Services on the right port with
    their key variables set in the router's environment.
+3. With --tessera, the arguments every container of the `tessera` image runs with parse.
 
 Prints one line per problem and exits 1 if there is any.
 """
@@ -19,6 +20,7 @@ import argparse
 import os
 import re
 import shlex
+import subprocess
 import sys
 
 import yaml
@@ -90,6 +92,8 @@ def main():
     ap.add_argument("dir")
     ap.add_argument("--docs", help="the deployment doc, for the Secrets it tells the reader to create")
     ap.add_argument("--kubernetes-version", default="1.37.0")
+    ap.add_argument("--tessera", help="a tessera binary: every container of the `tessera` image must "
+                                      "pass its arguments to it without a parse error")
     args = ap.parse_args()
     c = Checker()
 
@@ -297,6 +301,20 @@ def main():
                     env = {e["name"] for ctr in d["spec"]["template"]["spec"]["containers"] for e in ctr.get("env") or []}
                     if var not in env:
                         c.fail(where, f"names the variable {var}, which Deployment/{n} does not set")
+
+    # The arguments the tessera containers run with are ones the binary accepts.
+    if args.tessera:
+        for (ns, name), (f, d) in deployments.items():
+            pod = d["spec"]["template"]["spec"]
+            for ctr in pod.get("initContainers", []) + pod.get("containers", []):
+                if ctr.get("image", "").split(":")[0] != "tessera":
+                    continue
+                argv = [str(a) for a in (ctr.get("command") or []) + (ctr.get("args") or [])]
+                # clap parses every argument before it acts on --help, so a bad one still fails.
+                run = subprocess.run([args.tessera, *argv, "--help"], capture_output=True, text=True)
+                if run.returncode != 0:
+                    first = (run.stderr.strip().splitlines() or ["?"])[0]
+                    c.fail(f"{f}: Deployment/{name} container {ctr['name']}", f"tessera rejects its arguments: {first}")
 
     for p in c.problems:
         print(f"error: {p}")

@@ -1,7 +1,8 @@
 //! The Kubernetes manifests under `deploy/k8s/`: every object validates against the Kubernetes
-//! schemas (strict), the references between objects resolve, and the router's fleet file keeps
-//! its tenants' policy. `scripts/check_k8s_manifests.py` does the checking with the
-//! `kubernetes-validate` package (offline schemas), which `scripts/test.sh` installs; without it
+//! schemas (strict), the references between objects resolve, the `tessera` containers'
+//! arguments parse, and the router's fleet file keeps its tenants' policy.
+//! `scripts/check_k8s_manifests.py` does the checking with the `kubernetes-validate` package
+//! (offline schemas), which `scripts/test.sh` installs; without it
 //! the tests are skipped with a note locally and fail under CI. Broken copies of the manifests
 //! show the checker catches each kind of mistake.
 
@@ -36,6 +37,7 @@ fn check(manifests: &Path, docs: &Path) -> Output {
         .arg(manifests)
         .arg("--docs")
         .arg(docs)
+        .args(["--tessera", env!("CARGO_BIN_EXE_tessera")])
         .output()
         .expect("python3 starts")
 }
@@ -143,6 +145,13 @@ fn broken_references_between_objects_are_caught() {
         " --from-literal=tenant-restricted-keys=\"sk-gov-1\"",
         "",
         "the docs create Secret tessera-keys without the key 'tenant-restricted-keys'",
+    );
+    // A flag the binary does not have.
+    assert_broken_copy_fails(
+        "serve-cpu.yaml",
+        "- --max-queue=64",
+        "- --max-queue-len=64",
+        "Deployment/tessera-serve-cpu container serve: tessera rejects its arguments",
     );
     assert_broken_copy_fails(
         "kustomization.yaml",
