@@ -638,25 +638,12 @@ impl<'a> Writer<'a> {
     ) -> Result<(), QuantizeError> {
         let Scheme::Int4 { group, .. } = self.scheme else { return Ok(()) };
         let dtype = self.dtype;
-        let mut report = Vec::new();
-        for mapping in &MAPPINGS {
-            let Some((st, names)) = mapping.find(layer, values, stats)? else { continue };
-            let cols = st.dim();
-            let choice = {
-                let bal: Vec<Balance> =
-                    names.iter().map(|n| Balance { w: &values[n], rows: values[n].len() / cols }).collect();
-                let quant = |w: &[f32], rows: usize| integer::fake_quantize_rtn(w, rows, cols, group, Bits(4), dtype);
-                awq::search(&bal, &st.mean_abs(), &st.factor(), &quant)
-            };
-            report.push(awq_message(mapping.site, &choice));
-            if choice.alpha != 0.0 {
-                self.fold_scales(layer, mapping, &names, &choice.scales, values);
-            }
-        }
-        if !report.is_empty() {
-            progress.message(&format!("AWQ blk.{layer}: {}", report.join(", ")));
-        }
-        Ok(())
+        self.balance_layer(layer, values, stats, progress, "AWQ", &|mapping, st, bal, cols| {
+            let quant = |w: &[f32], rows: usize| integer::fake_quantize_rtn(w, rows, cols, group, Bits(4), dtype);
+            let choice = awq::search(bal, &st.mean_abs(), &st.factor(), &quant);
+            let scales = (choice.alpha != 0.0).then(|| choice.scales.clone());
+            (scales, awq_message(mapping.site, &choice))
+        })
     }
 
     /// W8A8 smoothing for one layer, over the same mappings as AWQ.
@@ -668,27 +655,46 @@ impl<'a> Writer<'a> {
         progress: &mut dyn Progress,
     ) -> Result<(), QuantizeError> {
         let dtype = self.dtype;
+        self.balance_layer(layer, values, stats, progress, "smoothing", &|mapping, st, bal, cols| {
+            let quant = |w: &[f32], rows: usize| integer::fake_quantize_rtn(w, rows, cols, cols, Bits(8), dtype);
+            let choice = smooth::search(bal, st.abs_max(), st.samples(), &quant);
+            let change = if choice.plain_loss > 0.0 { (choice.loss / choice.plain_loss - 1.0) * 100.0 } else { 0.0 };
+            let message = match choice.alpha {
+                Some(a) => format!("{} alpha {a:.2} ({change:+.0}%)", mapping.site_name()),
+                None => format!("{} not smoothed", mapping.site_name()),
+            };
+            (choice.alpha.map(|_| choice.scales), message)
+        })
+    }
+
+    /// Runs `search` on every mapping of a layer whose weights and statistics are there (it
+    /// returns the scales to fold, if any, and a line for the report), folds what it chose, and
+    /// reports one line per layer under `label`.
+    fn balance_layer(
+        &self,
+        layer: usize,
+        values: &mut BTreeMap<String, Vec<f32>>,
+        stats: &Calibration,
+        progress: &mut dyn Progress,
+        label: &str,
+        search: &BalanceSearch<'_>,
+    ) -> Result<(), QuantizeError> {
         let mut report = Vec::new();
         for mapping in &MAPPINGS {
             let Some((st, names)) = mapping.find(layer, values, stats)? else { continue };
             let cols = st.dim();
-            let choice = {
+            let (scales, message) = {
                 let bal: Vec<Balance> =
                     names.iter().map(|n| Balance { w: &values[n], rows: values[n].len() / cols }).collect();
-                let quant = |w: &[f32], rows: usize| integer::fake_quantize_rtn(w, rows, cols, cols, Bits(8), dtype);
-                smooth::search(&bal, st.abs_max(), st.samples(), &quant)
+                search(mapping, st, &bal, cols)
             };
-            let change = if choice.plain_loss > 0.0 { (choice.loss / choice.plain_loss - 1.0) * 100.0 } else { 0.0 };
-            report.push(match choice.alpha {
-                Some(a) => format!("{} alpha {a:.2} ({change:+.0}%)", mapping.site_name()),
-                None => format!("{} not smoothed", mapping.site_name()),
-            });
-            if choice.alpha.is_some() {
-                self.fold_scales(layer, mapping, &names, &choice.scales, values);
+            report.push(message);
+            if let Some(scales) = scales {
+                self.fold_scales(layer, mapping, &names, &scales, values);
             }
         }
         if !report.is_empty() {
-            progress.message(&format!("smoothing blk.{layer}: {}", report.join(", ")));
+            progress.message(&format!("{label} blk.{layer}: {}", report.join(", ")));
         }
         Ok(())
     }
@@ -840,6 +846,10 @@ impl<'a> Writer<'a> {
 }
 
 /// What AWQ chose for a site: α and the output error against round-to-nearest.
+/// A scale search over one mapping: given the site's statistics, the balance weights and their
+/// input width, the scales to fold (if any) and a line for the report.
+type BalanceSearch<'a> = dyn Fn(&Mapping, &calib::InputStats, &[Balance<'_>], usize) -> (Option<Vec<f32>>, String) + 'a;
+
 /// A smoothing mapping: the weights reading one input site, and the tensor producing it.
 struct Mapping {
     site: Site,

@@ -236,14 +236,18 @@ pub fn sum_sq_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, b_upper: bo
     if m == 0 || n == 0 || k == 0 {
         return 0.0;
     }
-    a.par_chunks(ROWS_PER_TASK * k)
+    // Collected in order and summed in one thread: a float sum in rayon's reduction order
+    // would depend on how the work was split, and with it the searches' choices.
+    let per_task: Vec<f64> = a
+        .par_chunks(ROWS_PER_TASK * k)
         .map(|a| {
             let rows = a.len() / k;
             let mut o = vec![0f32; rows * n];
             nt_block(a, b, n, k, if b_upper { Part::UpperB } else { Part::All }, 0, &mut o);
             o.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>()
         })
-        .sum()
+        .collect();
+    per_task.iter().sum()
 }
 
 /// `Σ a[i] b[i]` in f64 (AVX2 and FMA where available, else eight partial sums the compiler

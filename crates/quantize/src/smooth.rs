@@ -89,7 +89,10 @@ fn output_error(
             let mut w = b.w.to_vec();
             scale_columns(&mut w, cols, s);
             let wq = fake_quantize(&w, b.rows);
-            wq.par_chunks(cols)
+            // Collected in order and summed in one thread: the same inputs give the same
+            // choice on any number of threads.
+            let per_output: Vec<f64> = wq
+                .par_chunks(cols)
                 .enumerate()
                 .map(|(o, wrow)| {
                     xq.chunks_exact(cols)
@@ -101,7 +104,8 @@ fn output_error(
                         })
                         .sum::<f64>()
                 })
-                .sum::<f64>()
+                .collect();
+            per_output.iter().sum::<f64>()
         })
         .sum()
 }

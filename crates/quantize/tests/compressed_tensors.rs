@@ -411,3 +411,21 @@ fn hugging_face_sources_keep_names_config_and_tokenizer() {
         assert!(cosine > min_cosine, "{model} {format}: top-1 {top1}, cosine {cosine}");
     }
 }
+
+/// The calibrated formats choose the same scales and codes whatever the number of threads: the
+/// searches sum their errors in a fixed order.
+#[test]
+fn calibrated_checkpoints_do_not_depend_on_the_thread_count() {
+    let source = tessera_testkit::fixtures_dir().join("hf/llama");
+    for (format, group) in [(Format::W8A8Int8, None), (Format::W4A16Awq, Some(32)), (Format::W4A16Gptq, Some(32))] {
+        let bytes: Vec<Vec<u8>> = [1, 3]
+            .iter()
+            .map(|&threads| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let (_dir, out, _) = pool.install(|| run(&source, format, group, Some(SHORT_CALIBRATION)));
+                std::fs::read(out.join("model.safetensors")).unwrap()
+            })
+            .collect();
+        assert!(bytes[0] == bytes[1], "{format}: 1 and 3 threads wrote different checkpoints");
+    }
+}
