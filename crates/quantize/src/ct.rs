@@ -524,7 +524,7 @@ impl<'a> Writer<'a> {
             (Method::Awq, Site::AttnIn) => self.arch != Arch::Gemma3,
             (Method::Awq, Site::AttnOut) => self.v_feeds_o(layer),
             (Method::Awq, _) => true,
-            (Method::Smooth, Site::AttnOut) => self.v_feeds_o(layer),
+            (Method::Smooth, Site::AttnOut) => self.v_groups(layer).is_some(),
             (Method::Smooth, _) => true,
             (Method::Rtn, _) => false,
         }
@@ -536,6 +536,25 @@ impl<'a> Writer<'a> {
         let v = self.source.tensor(&format!("blk.{layer}.attn_v.weight"));
         let o = self.source.tensor(&format!("blk.{layer}.attn_output.weight"));
         matches!((v, o), (Some(v), Some(o)) if v.shape.rows() == o.shape.cols())
+    }
+
+    /// How O's inputs come from V's outputs: `(heads per KV head, head dim)`, input
+    /// `h * head_dim + d` of O being output `(h / ratio) * head_dim + d` of V (grouped-query
+    /// attention; a ratio of 1 is one to one). `None` when the shapes do not say.
+    fn v_groups(&self, layer: usize) -> Option<(usize, usize)> {
+        let v = self.source.tensor(&format!("blk.{layer}.attn_v.weight"))?;
+        let o = self.source.tensor(&format!("blk.{layer}.attn_output.weight"))?;
+        let (v_rows, o_cols) = (v.shape.rows(), o.shape.cols());
+        if v_rows == 0 || !o_cols.is_multiple_of(v_rows) {
+            return None;
+        }
+        let arch = self.arch.gguf_name();
+        let m = &self.source.metadata;
+        let heads = m.usize(&format!("{arch}.attention.head_count")).ok()?;
+        let kv_heads = m.usize(&format!("{arch}.attention.head_count_kv")).unwrap_or(heads);
+        let ratio = o_cols / v_rows;
+        (kv_heads > 0 && v_rows.is_multiple_of(kv_heads) && heads == kv_heads * ratio)
+            .then(|| (ratio, v_rows / kv_heads))
     }
 
     /// The tensor as f32 in Hugging Face form: dequantized, times its companion scale, Q/K
@@ -655,9 +674,14 @@ impl<'a> Writer<'a> {
         progress: &mut dyn Progress,
     ) -> Result<(), QuantizeError> {
         let dtype = self.dtype;
+        let groups = self.v_groups(layer);
         self.balance_layer(layer, values, stats, progress, "smoothing", &|mapping, st, bal, cols| {
             let quant = |w: &[f32], rows: usize| integer::fake_quantize_rtn(w, rows, cols, cols, Bits(8), dtype);
-            let choice = smooth::search(bal, st.abs_max(), st.samples(), &quant);
+            let tie = |s: Vec<f32>| match (mapping.site, groups) {
+                (Site::AttnOut, Some((ratio, head_dim))) if ratio > 1 => tie_heads(&s, ratio, head_dim),
+                _ => s,
+            };
+            let choice = smooth::search(bal, st.abs_max(), st.samples(), &quant, &tie);
             let change = if choice.plain_loss > 0.0 { (choice.loss / choice.plain_loss - 1.0) * 100.0 } else { 0.0 };
             let message = match choice.alpha {
                 Some(a) => format!("{} alpha {a:.2} ({change:+.0}%)", mapping.site_name()),
@@ -721,14 +745,25 @@ impl<'a> Writer<'a> {
             if mapping.is_norm {
                 awq::fold_into_norm(smooth_values, scales, self.arch.one_plus_norms());
             } else {
-                let smooth_cols = smooth_values.len() / cols;
-                awq::divide_rows(smooth_values, smooth_cols, scales);
+                let rows_scales = self.producer_scales(layer, mapping, scales);
+                let smooth_cols = smooth_values.len() / rows_scales.len();
+                awq::divide_rows(smooth_values, smooth_cols, &rows_scales);
             }
         }
         if !mapping.is_norm {
             if let Some(b) = values.get_mut(&smooth.replace(".weight", ".bias")) {
-                awq::divide_rows(b, 1, scales);
+                awq::divide_rows(b, 1, &self.producer_scales(layer, mapping, scales));
             }
+        }
+    }
+
+    /// The scales of the producing projection's output rows: the balance weights' own, except
+    /// for V under grouped-query attention, where one V row feeds O's inputs of every head in
+    /// its group (whose scales [`tie_heads`] made equal).
+    fn producer_scales(&self, layer: usize, mapping: &Mapping, scales: &[f32]) -> Vec<f32> {
+        match (mapping.site, self.v_groups(layer)) {
+            (Site::AttnOut, Some((ratio, head_dim))) if ratio > 1 => kv_row_scales(scales, ratio, head_dim),
+            _ => scales.to_vec(),
         }
     }
 
@@ -912,6 +947,28 @@ impl Mapping {
     }
 }
 
+/// O's input scales with every head of a grouped-query group given the largest of the group's
+/// scales per position, so that one V row can carry them.
+fn tie_heads(s: &[f32], ratio: usize, head_dim: usize) -> Vec<f32> {
+    let group = ratio * head_dim;
+    let mut out = s.to_vec();
+    for (g, chunk) in s.chunks(group).enumerate() {
+        for d in 0..head_dim {
+            let m = (0..ratio).map(|h| chunk[h * head_dim + d]).fold(0f32, f32::max);
+            for h in 0..ratio {
+                out[g * group + h * head_dim + d] = m;
+            }
+        }
+    }
+    out
+}
+
+/// V's row scales from O's tied input scales: row `kv * head_dim + d` takes the scale of input
+/// `d` of the first head of group `kv`.
+fn kv_row_scales(s: &[f32], ratio: usize, head_dim: usize) -> Vec<f32> {
+    (0..s.len() / ratio).map(|row| s[(row / head_dim) * ratio * head_dim + row % head_dim]).collect()
+}
+
 fn awq_message(site: Site, choice: &awq::Choice) -> String {
     let what = MAPPINGS.iter().find(|m| m.site == site).map_or("?", Mapping::site_name);
     let change = if choice.rtn_loss > 0.0 { (choice.loss / choice.rtn_loss - 1.0) * 100.0 } else { 0.0 };
@@ -922,6 +979,31 @@ fn awq_message(site: Site, choice: &awq::Choice) -> String {
 mod tests {
     use super::*;
     use crate::NoProgress;
+
+    /// Grouped-query attention: four query heads share two KV heads. Tied O scales and the V
+    /// row scales taken from them keep the attention output's projection unchanged.
+    #[test]
+    fn tied_head_scales_fold_into_shared_v_rows() {
+        let (heads, kv, hd, dm) = (4, 2, 3, 5);
+        let ratio = heads / kv;
+        let mut rng = crate::linalg::tests::Rng(5);
+        let (v, o, x) = (rng.vec(kv * hd * dm), rng.vec(dm * heads * hd), rng.vec(dm));
+        // One token attending to itself: head h outputs V_{h / ratio} x.
+        let attention = |v: &[f32], o: &[f32]| -> Vec<f32> {
+            let vx: Vec<f32> = (0..kv * hd).map(|r| (0..dm).map(|c| v[r * dm + c] * x[c]).sum()).collect();
+            let heads_out: Vec<f32> = (0..heads * hd).map(|i| vx[(i / hd / ratio) * hd + i % hd]).collect();
+            (0..dm).map(|r| (0..heads * hd).map(|c| o[r * heads * hd + c] * heads_out[c]).sum()).collect()
+        };
+        let before = attention(&v, &o);
+        let s = tie_heads(&(0..heads * hd).map(|i| 0.5 + (i * 7 % 5) as f32).collect::<Vec<_>>(), ratio, hd);
+        assert_eq!(s[0], s[hd], "heads of one group share their scales");
+        let (mut v2, mut o2) = (v.clone(), o.clone());
+        awq::divide_rows(&mut v2, dm, &kv_row_scales(&s, ratio, hd));
+        awq::scale_columns(&mut o2, heads * hd, &s);
+        for (a, b) in attention(&v2, &o2).iter().zip(&before) {
+            assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
 
     fn options(format: Format, group_size: Option<usize>) -> QuantizeOptions {
         QuantizeOptions { group_size, ..QuantizeOptions::new(format) }

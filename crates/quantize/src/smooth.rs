@@ -126,12 +126,14 @@ fn float_outputs(balance: &[Balance<'_>], x: &[f32], cols: usize) -> Vec<Vec<f32
 
 /// Searches the smoothing of weights sharing an input whose channels reach `act_max`, measured
 /// on sample rows `x` (`[n, cols]`). `fake_quantize(w, rows)` returns the weight as the
-/// checkpoint will hold it.
+/// checkpoint will hold it; `constrain` adjusts each candidate to what the fold can carry (equal
+/// scales for inputs that come from one producer row).
 pub fn search(
     balance: &[Balance<'_>],
     act_max: &[f32],
     x: &[f32],
     fake_quantize: &(dyn Fn(&[f32], usize) -> Vec<f32> + Sync),
+    constrain: &dyn Fn(Vec<f32>) -> Vec<f32>,
 ) -> Smoothing {
     let cols = act_max.len();
     let plain = vec![1f32; cols];
@@ -144,7 +146,7 @@ pub fn search(
     let mut best = Smoothing { alpha: None, scales: plain, loss: plain_loss, plain_loss };
     for i in 0..GRID {
         let alpha = (i as f32 + 0.5) / GRID as f32;
-        let s = scales_for(act_max, &w_max, alpha);
+        let s = constrain(scales_for(act_max, &w_max, alpha));
         let loss = output_error(balance, &s, x, &reference, fake_quantize);
         if loss.is_finite() && loss < best.loss {
             best = Smoothing { alpha: Some(alpha), scales: s, loss, plain_loss };
@@ -193,7 +195,7 @@ mod tests {
         let w: Vec<f32> = (0..rows * cols).map(|_| 0.5 * rng.next_f32()).collect();
         let act_max: Vec<f32> = (0..cols).map(|c| x.chunks_exact(cols).fold(0f32, |m, r| m.max(r[c].abs()))).collect();
         let balance = [Balance { w: &w, rows }];
-        let choice = search(&balance, &act_max, &x, &int8);
+        let choice = search(&balance, &act_max, &x, &int8, &|s| s);
         assert!(choice.alpha.is_some(), "{choice:?}");
         assert!(choice.loss < 0.5 * choice.plain_loss, "{} vs {}", choice.loss, choice.plain_loss);
         // The loss is what it says: recomputing it for the chosen scales gives the same number.
@@ -209,7 +211,7 @@ mod tests {
         let (n, cols, rows) = (16, 33, 7);
         let (x, w) = (rng.vec(n * cols), rng.vec(rows * cols));
         let act_max: Vec<f32> = (0..cols).map(|c| x.chunks_exact(cols).fold(0f32, |m, r| m.max(r[c].abs()))).collect();
-        let choice = search(&[Balance { w: &w, rows }], &act_max, &x, &int8);
+        let choice = search(&[Balance { w: &w, rows }], &act_max, &x, &int8, &|s| s);
         assert!(choice.loss <= choice.plain_loss);
         if choice.alpha.is_none() {
             assert!(choice.scales.iter().all(|&s| s == 1.0));
