@@ -16,21 +16,6 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
-/// Whether `python3` can import the validator; under CI its absence is an error.
-fn checker_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import kubernetes_validate, yaml"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("python3 cannot import kubernetes_validate (CI is set, so this is an error): run scripts/test.sh");
-        }
-        eprintln!("skipped: python3 cannot import kubernetes_validate (pip install kubernetes-validate==1.37.0)");
-    }
-    ok
-}
-
 fn check(manifests: &Path, docs: &Path) -> Output {
     Command::new("python3")
         .arg(repo().join("scripts/check_k8s_manifests.py"))
@@ -75,7 +60,7 @@ fn assert_broken_copy_fails(file: &str, from: &str, to: &str, expected: &str) {
 
 #[test]
 fn the_manifests_validate_and_their_references_resolve() {
-    if !checker_available() {
+    if !tessera_testkit::python_imports(&["kubernetes_validate", "yaml"]) {
         return;
     }
     let o = check(&repo().join("deploy/k8s"), &repo().join("docs/deploy-kubernetes.md"));
@@ -85,7 +70,7 @@ fn the_manifests_validate_and_their_references_resolve() {
 
 #[test]
 fn schema_errors_name_the_object_and_field() {
-    if !checker_available() {
+    if !tessera_testkit::python_imports(&["kubernetes_validate", "yaml"]) {
         return;
     }
     assert_broken_copy_fails(
@@ -112,7 +97,7 @@ fn schema_errors_name_the_object_and_field() {
 
 #[test]
 fn broken_references_between_objects_are_caught() {
-    if !checker_available() {
+    if !tessera_testkit::python_imports(&["kubernetes_validate", "yaml"]) {
         return;
     }
     assert_broken_copy_fails(

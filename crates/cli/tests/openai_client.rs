@@ -69,27 +69,10 @@ impl Drop for Server {
     }
 }
 
-/// Whether `python3` can import the client and the validator; under CI their absence is an error.
-fn python_client_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import openai, jsonschema"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("python3 cannot import openai and jsonschema (CI is set, so this is an error): run scripts/test.sh");
-        }
-        eprintln!("note: skipping: python3 cannot import openai and jsonschema (see scripts/test.sh)");
-    }
-    ok
-}
-
 #[test]
 fn the_official_openai_python_client_works_unmodified() {
     let Some(model) = test_model(SMOLLM2) else { return };
-    if !python_client_available() {
+    if !tessera_testkit::python_imports(&["openai", "jsonschema"]) {
         return;
     }
     let server = Server::start(&model);

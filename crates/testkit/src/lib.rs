@@ -26,11 +26,32 @@ pub fn test_model(file: &str) -> Option<PathBuf> {
     if path.is_file() {
         return Some(path);
     }
-    if std::env::var_os("CI").is_some() {
-        panic!("test model {} is missing (CI is set, so this is an error)", path.display());
-    }
-    eprintln!("note: skipping: test model {} not found (set TESSERA_MODELS_DIR)", path.display());
+    missing_prerequisite(&format!("test model {} is missing (set TESSERA_MODELS_DIR)", path.display()));
     None
+}
+
+/// Reports that something a test needs is missing: under CI (env `CI` set) the test fails,
+/// since CI installs everything first; elsewhere it is skipped with a note. The caller returns.
+pub fn missing_prerequisite(what: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{what} (CI is set, so this is an error)");
+    }
+    eprintln!("note: skipping: {what}");
+}
+
+/// Whether `python3` can import every one of `modules` (see [`missing_prerequisite`] when not;
+/// `scripts/test.sh` installs them).
+pub fn python_imports(modules: &[&str]) -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", &format!("import {}", modules.join(", "))])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        missing_prerequisite(&format!("python3 cannot import {} (run scripts/test.sh)", modules.join(", ")));
+    }
+    ok
 }
 
 /// The repository's `tests/fixtures` directory.
