@@ -674,17 +674,20 @@ impl<'a> Writer<'a> {
         progress: &mut dyn Progress,
     ) -> Result<(), QuantizeError> {
         let dtype = self.dtype;
-        let groups = self.v_groups(layer);
         self.balance_layer(layer, values, stats, progress, "smoothing", &|mapping, st, bal, cols| {
             let quant = |w: &[f32], rows: usize| integer::fake_quantize_rtn(w, rows, cols, cols, Bits(8), dtype);
-            let tie = |s: Vec<f32>| match (mapping.site, groups) {
-                (Site::AttnOut, Some((ratio, head_dim))) if ratio > 1 => tie_heads(&s, ratio, head_dim),
-                _ => s,
+            let shared = self.shared_v_rows(layer, mapping);
+            let tie = |s: Vec<f32>| match shared {
+                Some((ratio, head_dim)) => tie_heads(&s, ratio, head_dim),
+                None => s,
             };
             let choice = smooth::search(bal, st.abs_max(), st.samples(), &quant, &tie);
-            let change = if choice.plain_loss > 0.0 { (choice.loss / choice.plain_loss - 1.0) * 100.0 } else { 0.0 };
             let message = match choice.alpha {
-                Some(a) => format!("{} alpha {a:.2} ({change:+.0}%)", mapping.site_name()),
+                Some(a) => format!(
+                    "{} alpha {a:.2} ({:+.0}%)",
+                    mapping.site_name(),
+                    change_percent(choice.loss, choice.plain_loss)
+                ),
                 None => format!("{} not smoothed", mapping.site_name()),
             };
             (choice.alpha.map(|_| choice.scales), message)
@@ -741,30 +744,32 @@ impl<'a> Writer<'a> {
             }
         }
         let smooth = format!("blk.{layer}.{}", mapping.smooth);
-        if let Some(smooth_values) = values.get_mut(&smooth) {
-            if mapping.is_norm {
-                awq::fold_into_norm(smooth_values, scales, self.arch.one_plus_norms());
-            } else {
-                let rows_scales = self.producer_scales(layer, mapping, scales);
-                let smooth_cols = smooth_values.len() / rows_scales.len();
-                awq::divide_rows(smooth_values, smooth_cols, &rows_scales);
+        if mapping.is_norm {
+            if let Some(norm) = values.get_mut(&smooth) {
+                awq::fold_into_norm(norm, scales, self.arch.one_plus_norms());
             }
+            return;
         }
-        if !mapping.is_norm {
-            if let Some(b) = values.get_mut(&smooth.replace(".weight", ".bias")) {
-                awq::divide_rows(b, 1, &self.producer_scales(layer, mapping, scales));
-            }
+        // The producing projection's output rows: the balance weights' own scales, except for
+        // V under grouped-query attention, where one V row feeds O's inputs of every head in its
+        // group (whose scales `tie_heads` made equal).
+        let rows_scales = match self.shared_v_rows(layer, mapping) {
+            Some((ratio, head_dim)) => kv_row_scales(scales, ratio, head_dim),
+            None => scales.to_vec(),
+        };
+        if let Some(producer) = values.get_mut(&smooth) {
+            let producer_cols = producer.len() / rows_scales.len();
+            awq::divide_rows(producer, producer_cols, &rows_scales);
+        }
+        if let Some(b) = values.get_mut(&smooth.replace(".weight", ".bias")) {
+            awq::divide_rows(b, 1, &rows_scales);
         }
     }
 
-    /// The scales of the producing projection's output rows: the balance weights' own, except
-    /// for V under grouped-query attention, where one V row feeds O's inputs of every head in
-    /// its group (whose scales [`tie_heads`] made equal).
-    fn producer_scales(&self, layer: usize, mapping: &Mapping, scales: &[f32]) -> Vec<f32> {
-        match (mapping.site, self.v_groups(layer)) {
-            (Site::AttnOut, Some((ratio, head_dim))) if ratio > 1 => kv_row_scales(scales, ratio, head_dim),
-            _ => scales.to_vec(),
-        }
+    /// `(heads per KV head, head dim)` when `mapping` is V → O and several heads share each V
+    /// row; `None` otherwise (one to one, or another mapping).
+    fn shared_v_rows(&self, layer: usize, mapping: &Mapping) -> Option<(usize, usize)> {
+        (mapping.site == Site::AttnOut).then(|| self.v_groups(layer)).flatten().filter(|&(ratio, _)| ratio > 1)
     }
 
     /// Writes one tensor: quantized if it is a Linear, else in the output float type.
@@ -880,7 +885,6 @@ impl<'a> Writer<'a> {
     }
 }
 
-/// What AWQ chose for a site: α and the output error against round-to-nearest.
 /// A scale search over one mapping: given the site's statistics, the balance weights and their
 /// input width, the scales to fold (if any) and a line for the report.
 type BalanceSearch<'a> = dyn Fn(&Mapping, &calib::InputStats, &[Balance<'_>], usize) -> (Option<Vec<f32>>, String) + 'a;
@@ -969,10 +973,19 @@ fn kv_row_scales(s: &[f32], ratio: usize, head_dim: usize) -> Vec<f32> {
     (0..s.len() / ratio).map(|row| s[(row / head_dim) * ratio * head_dim + row % head_dim]).collect()
 }
 
+/// How much smaller (negative) or larger a search's error is than its baseline's, in percent.
+fn change_percent(loss: f64, baseline: f64) -> f64 {
+    if baseline > 0.0 {
+        (loss / baseline - 1.0) * 100.0
+    } else {
+        0.0
+    }
+}
+
+/// What AWQ chose for a site: α and the output error against round-to-nearest.
 fn awq_message(site: Site, choice: &awq::Choice) -> String {
     let what = MAPPINGS.iter().find(|m| m.site == site).map_or("?", Mapping::site_name);
-    let change = if choice.rtn_loss > 0.0 { (choice.loss / choice.rtn_loss - 1.0) * 100.0 } else { 0.0 };
-    format!("{what} alpha {:.2} ({change:+.0}%)", choice.alpha)
+    format!("{what} alpha {:.2} ({:+.0}%)", choice.alpha, change_percent(choice.loss, choice.rtn_loss))
 }
 
 #[cfg(test)]
