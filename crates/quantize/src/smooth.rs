@@ -12,10 +12,10 @@
 //! choice is never worse than plain W8A8 on that measure. The scales fold exactly as AWQ's do
 //! (into the norm or the projection before).
 
-use rayon::prelude::*;
 use tessera_quant::int8::quantize_activation_row;
 
 use crate::awq::{scale_columns, Balance};
+use crate::linalg::matmul_nt;
 
 /// Grid points α = 0.05, 0.15, ..., 0.95.
 const GRID: usize = 10;
@@ -70,7 +70,7 @@ fn output_error(
     s: &[f32],
     x: &[f32],
     reference: &[Vec<f32>],
-    fake_quantize: &(dyn Fn(&[f32], usize) -> Vec<f32> + Sync),
+    fake_quantize: &dyn Fn(&[f32], usize) -> Vec<f32>,
 ) -> f64 {
     let cols = s.len();
     // The activations as the kernels see them: x / s, quantized per row, dequantized.
@@ -82,46 +82,24 @@ fn output_error(
         let d = quantize_activation_row(&scaled, &mut q);
         out.iter_mut().zip(&q).for_each(|(o, &c)| *o = c as f32 * d);
     }
+    let n = x.len() / cols;
     balance
         .iter()
         .zip(reference)
         .map(|(b, reference)| {
             let mut w = b.w.to_vec();
             scale_columns(&mut w, cols, s);
-            let wq = fake_quantize(&w, b.rows);
-            // Collected in order and summed in one thread: the same inputs give the same
-            // choice on any number of threads.
-            let per_output: Vec<f64> = wq
-                .par_chunks(cols)
-                .enumerate()
-                .map(|(o, wrow)| {
-                    xq.chunks_exact(cols)
-                        .enumerate()
-                        .map(|(r, xrow)| {
-                            let y: f32 = xrow.iter().zip(wrow).map(|(a, b)| a * b).sum();
-                            let e = (y - reference[r * b.rows + o]) as f64;
-                            e * e
-                        })
-                        .sum::<f64>()
-                })
-                .collect();
-            per_output.iter().sum::<f64>()
+            let y = matmul_nt(&xq, &fake_quantize(&w, b.rows), n, b.rows, cols);
+            // Summed in one thread, in order: the same inputs give the same choice on any
+            // number of threads.
+            y.iter().zip(reference).map(|(&y, &r)| ((y - r) as f64).powi(2)).sum::<f64>()
         })
         .sum()
 }
 
 /// Float outputs `x Wᵀ` of each balance weight, `[n, rows]`.
 fn float_outputs(balance: &[Balance<'_>], x: &[f32], cols: usize) -> Vec<Vec<f32>> {
-    balance
-        .iter()
-        .map(|b| {
-            x.par_chunks(cols)
-                .flat_map_iter(|xrow| {
-                    b.w.chunks_exact(cols).map(move |wrow| xrow.iter().zip(wrow).map(|(a, b)| a * b).sum())
-                })
-                .collect()
-        })
-        .collect()
+    balance.iter().map(|b| matmul_nt(x, b.w, x.len() / cols, b.rows, cols)).collect()
 }
 
 /// Searches the smoothing of weights sharing an input whose channels reach `act_max`, measured
@@ -132,7 +110,7 @@ pub fn search(
     balance: &[Balance<'_>],
     act_max: &[f32],
     x: &[f32],
-    fake_quantize: &(dyn Fn(&[f32], usize) -> Vec<f32> + Sync),
+    fake_quantize: &dyn Fn(&[f32], usize) -> Vec<f32>,
     constrain: &dyn Fn(Vec<f32>) -> Vec<f32>,
 ) -> Smoothing {
     let cols = act_max.len();
