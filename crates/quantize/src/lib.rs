@@ -21,6 +21,7 @@ mod gptq;
 mod hf_layout;
 mod integer;
 mod linalg;
+mod mapping;
 mod output;
 mod smooth;
 
