@@ -20,11 +20,19 @@ cargo run --quiet --bin tessera -- pull smollm2 gemma3-270m
 python3 -m pip install --quiet --disable-pip-version-check "openai==3.54.0" "jsonschema==4.26.0" \
   "kubernetes-validate==1.37.0"
 
-# The planner's HTML report test renders in headless Chromium (Debian package `chromium`).
+# Debian packages: the planner's HTML report test renders in headless Chromium; the wgpu
+# backend's tests run on Mesa's software Vulkan driver (lavapipe) where there is no GPU.
+packages=()
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  packages+=(chromium)
+fi
+if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+  packages+=(mesa-vulkan-drivers libvulkan1)
+fi
+if [ ${#packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use tessera_backend::Backend;
 use tessera_backend_cpu::CpuBackend;
+use tessera_backend_wgpu::WgpuBackend;
 
 /// Backend names accepted by `--backend`.
-pub const BACKENDS: &[&str] = &["cpu"];
+pub const BACKENDS: &[&str] = &["cpu", "wgpu", "wgpu:N"];
 
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
@@ -19,31 +20,53 @@ pub struct Selected {
     pub cpu_fallback: Option<Arc<dyn Backend>>,
 }
 
-/// Creates the named backend.
+/// Creates the named backend: `cpu`, `wgpu` (the best adapter) or `wgpu:N` (adapter N of
+/// `tessera devices`).
 pub fn create(name: &str, threads: Option<usize>) -> Result<Selected> {
     let threads = threads.unwrap_or_else(default_threads);
     if threads == 0 {
         bail!("--threads must be at least 1");
     }
-    match name {
-        "cpu" => Ok(Selected { backend: Arc::new(CpuBackend::new(threads)), cpu_fallback: None }),
-        other => bail!("unknown backend {other:?} (available: {})", BACKENDS.join(", ")),
+    let cpu = || Arc::new(CpuBackend::new(threads)) as Arc<dyn Backend>;
+    let (kind, index) = match name.split_once(':') {
+        Some((kind, index)) => {
+            let index = index
+                .parse::<usize>()
+                .with_context(|| format!("backend {name:?}: {index:?} is not an adapter number"))?;
+            (kind, Some(index))
+        }
+        None => (name, None),
+    };
+    match (kind, index) {
+        ("cpu", None) => Ok(Selected { backend: cpu(), cpu_fallback: None }),
+        ("wgpu", index) => {
+            let gpu = WgpuBackend::new(index).with_context(|| format!("backend {name}"))?;
+            Ok(Selected { backend: Arc::new(gpu), cpu_fallback: Some(cpu()) })
+        }
+        _ => bail!("unknown backend {name:?} (available: {})", BACKENDS.join(", ")),
     }
 }
 
 pub fn print_devices() -> Result<()> {
-    for name in BACKENDS {
-        let info = create(name, None)?.backend.info();
-        let gib =
-            |b: Option<u64>| b.map_or("unknown".to_string(), |b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64));
-        println!(
-            "{:<6} {} ({:?}), memory {} total, {} free",
-            info.backend,
-            info.name,
-            info.kind,
-            gib(info.memory_total),
-            gib(info.memory_free)
-        );
+    let gib =
+        |b: Option<u64>| b.map_or("unknown".to_string(), |b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64));
+    let info = create("cpu", None)?.backend.info();
+    println!(
+        "cpu     {} ({:?}), memory {} total, {} free",
+        info.name,
+        info.kind,
+        gib(info.memory_total),
+        gib(info.memory_free)
+    );
+    let adapters = tessera_backend_wgpu::list_adapters();
+    if adapters.is_empty() {
+        println!("wgpu    no adapter (no Vulkan, Metal or DX12 driver found)");
+    }
+    for a in adapters {
+        println!("wgpu:{:<3} {} ({}, {}, driver {})", a.index, a.name, a.api, a.device_type, a.driver);
+        for (key, value) in &a.details {
+            println!("          {key}: {value}");
+        }
     }
     Ok(())
 }

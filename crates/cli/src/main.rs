@@ -60,7 +60,7 @@ pub struct ComputeArgs {
     /// Threads for the CPU backend (default: all available cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
-    /// Compute backend (see `tessera devices`).
+    /// Compute backend: cpu, wgpu (the best GPU adapter) or wgpu:N (see `tessera devices`).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
 }
