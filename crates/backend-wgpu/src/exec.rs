@@ -357,7 +357,7 @@ fn record(rec: &mut Recorder, i: NodeId) -> Result<(), BackendError> {
                 let blocks = rows * k / if kind == 2 { 256 } else { 32 };
                 let p = params(&[u(k)?, u(rows)?, kind, 0, 0, x_off]);
                 rec.dispatch(Kernel::QuantizeQ8, p, qops, grid(blocks.div_ceil(64), 1)?);
-                let kernel = if kind == 2 { Kernel::MatMulQ(w.dtype) } else { Kernel::MatMulLanes(w.dtype) };
+                let kernel = if kind == 2 { Kernel::MatMulKLanes(w.dtype) } else { Kernel::MatMulLanes(w.dtype) };
                 Some((q, d, kernel))
             } else {
                 None
@@ -378,7 +378,10 @@ fn record(rec: &mut Recorder, i: NodeId) -> Result<(), BackendError> {
                 let p = params(&[u(k)?, u(count)?, u(rows)?, w_off, u(row_bytes)?, x_off, y_off, u(m)?, u(r0)?]);
                 match &quantized {
                     Some((_, _, Kernel::MatMulLanes(t))) => {
-                        rec.dispatch(Kernel::MatMulLanes(*t), p, ops, grid((count * rows).div_ceil(4), 1)?)
+                        rec.dispatch(Kernel::MatMulLanes(*t), p, ops, grid(count.div_ceil(4), rows.div_ceil(4))?)
+                    }
+                    Some((_, _, Kernel::MatMulKLanes(t))) => {
+                        rec.dispatch(Kernel::MatMulKLanes(*t), p, ops, grid(count.div_ceil(8), rows.div_ceil(4))?)
                     }
                     Some((_, _, kernel)) => rec.dispatch(*kernel, p, ops, grid(count, rows.div_ceil(8))?),
                     None => rec.dispatch(Kernel::MatMul(w.dtype), p, ops, grid(count, rows.div_ceil(8))?),

@@ -24,10 +24,10 @@ pub(crate) const ERROR_BINDING: u32 = 7;
 pub(crate) enum Kernel {
     /// Float weights (F32, F16, BF16, FP8) against f32 activations.
     MatMul(DType),
-    /// ggml block weights against activations quantized by `QuantizeQ8` (the K-quants).
-    MatMulQ(DType),
     /// The 32-value block types, summed in the CPU backend's order.
     MatMulLanes(DType),
+    /// The K-quants, summed in the CPU backend's order.
+    MatMulKLanes(DType),
     /// Activations into the vec-dot blocks of a weight type (Q8_0, Q8_1 or Q8_K).
     QuantizeQ8,
     MatMulI8,
@@ -78,21 +78,6 @@ fn chunk_fn(dtype: DType) -> Option<&'static str> {
     })
 }
 
-/// The integer block dot product of a ggml block type, against quantized activations.
-fn block_dot_fn(dtype: DType) -> Option<&'static str> {
-    Some(match dtype {
-        DType::Q4_0 => "block_dot_q4_0",
-        DType::Q4_1 => "block_dot_q4_1",
-        DType::Q5_0 => "block_dot_q5_0",
-        DType::Q5_1 => "block_dot_q5_1",
-        DType::Q8_0 => "block_dot_q8_0",
-        DType::Q4_K => "block_dot_q4_k",
-        DType::Q5_K => "block_dot_q5_k",
-        DType::Q6_K => "block_dot_q6_k",
-        _ => return None,
-    })
-}
-
 /// How `QuantizeQ8` quantizes activations for a block type (its ggml vec-dot type): 0 Q8_0,
 /// 1 Q8_1, 2 Q8_K; `None` for types read against f32 activations.
 pub(crate) fn vec_dot_kind(dtype: DType) -> Option<u32> {
@@ -125,14 +110,6 @@ impl Kernel {
                 s += &load(dtype);
                 s += &include_str!("shaders/mat_mul.wgsl").replace("ACT_BODY", act);
             }
-            Kernel::MatMulQ(dtype) => {
-                let f = block_dot_fn(dtype).expect("a kernel is only built for a block type");
-                s += WEIGHTS;
-                s += &include_str!("shaders/mat_mul_q.wgsl").replace("BLOCK_LEN", &format!("{}u", dtype.block_len()));
-                s += &format!(
-                    "fn block_dot(rb: u32, b: u32, k: u32, n0: u32, nr: u32, acc: ptr<function, array<f32, 8>>) {{ {f}(rb, b, k, n0, nr, acc); }}\n"
-                );
-            }
             Kernel::MatMulLanes(dtype) => {
                 let ty = match dtype {
                     DType::Q4_0 => 0,
@@ -143,6 +120,17 @@ impl Kernel {
                 };
                 s += WEIGHTS;
                 s += &include_str!("shaders/mat_mul_lanes.wgsl")
+                    .replace("TYPE", &format!("{ty}u"))
+                    .replace("BLOCK_BYTES", &format!("{}u", dtype.block_bytes()));
+            }
+            Kernel::MatMulKLanes(dtype) => {
+                let ty = match dtype {
+                    DType::Q4_K => 0,
+                    DType::Q5_K => 1,
+                    _ => 2,
+                };
+                s += WEIGHTS;
+                s += &include_str!("shaders/mat_mul_klanes.wgsl")
                     .replace("TYPE", &format!("{ty}u"))
                     .replace("BLOCK_BYTES", &format!("{}u", dtype.block_bytes()));
             }
@@ -192,7 +180,7 @@ impl Kernel {
             Kernel::MatMul(_) | Kernel::Pointwise(_) | Kernel::RmsNorm | Kernel::Rope => {
                 &[(1, Read), (2, Read), (3, ReadWrite)]
             }
-            Kernel::MatMulI8 | Kernel::MatMulQ(_) | Kernel::MatMulLanes(_) => {
+            Kernel::MatMulI8 | Kernel::MatMulLanes(_) | Kernel::MatMulKLanes(_) => {
                 &[(1, Read), (2, Read), (3, ReadWrite), (4, Read)]
             }
             Kernel::QuantizeI8 | Kernel::QuantizeQ8 => &[(1, Read), (3, ReadWrite), (4, ReadWrite)],
@@ -285,10 +273,11 @@ mod tests {
     fn every_kernel_parses_and_validates() {
         let mut kernels = vec![Kernel::MatMulI8, Kernel::QuantizeI8, Kernel::QuantizeQ8, Kernel::RmsNorm, Kernel::Rope];
         for dtype in DType::ALL {
-            if block_dot_fn(dtype).is_some() {
-                kernels.push(Kernel::MatMulQ(dtype));
+            if vec_dot_kind(dtype).is_some() {
                 if dtype.block_len() == 32 {
                     kernels.push(Kernel::MatMulLanes(dtype));
+                } else {
+                    kernels.push(Kernel::MatMulKLanes(dtype));
                 }
             }
             if decodes(dtype) {

@@ -3,7 +3,9 @@
 // ggml's AVX2 ones), so both give the same bits: per block, eight lane sums of four consecutive
 // products (exact integers), each fused-multiply-added with d_w · d_x into one of two
 // accumulators (even blocks, odd blocks); then hsum(even + odd) + (Σ_even m·s + Σ_odd m·s).
-// Sixteen threads compute one output, one per (accumulator, lane); a workgroup computes four.
+// Sixteen threads compute one weight row's outputs for four activation rows, one thread per
+// (accumulator, lane), each weight quad decoded once for the four; a workgroup takes four
+// weight rows. Rows are summed alike whatever rows run beside them.
 // params: 0 K, 1 M, 2 N, 3 w byte offset, 4 row bytes, 6 y offset (elements), 7 y row length,
 // 8 the first weight row (weights too large for one binding run in row ranges).
 
@@ -11,9 +13,9 @@
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 @group(0) @binding(4) var<storage, read> da: array<f32>;
 
-var<workgroup> lanes: array<f32, 64>;
-
-var<workgroup> offsets: array<f32, 64>;
+const NR: u32 = 4u;
+var<workgroup> lanes: array<f32, 256>;
+var<workgroup> offsets: array<f32, 256>;
 
 // Weight values 4·lane .. 4·lane + 3 of block `o`, and its d and m (m = 0 for signed types).
 fn quad(o: u32, lane: u32, v: ptr<function, vec4<i32>>) -> vec2<f32> {
@@ -62,40 +64,49 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
     let k = pu(0u);
     let m_rows = pu(1u);
-    let out = group_index(wid, nwg) * 4u + lid / 16u;
-    let valid = out < m_rows * pu(2u);
-    let n = out / m_rows;
-    let m = out % m_rows;
+    let n_rows = pu(2u);
+    let m = group_index(wid, nwg) * 4u + lid / 16u;
+    let n0 = wid.z * NR;
+    let nr = min(NR, n_rows - n0);
+    let valid = m < m_rows;
     let parity = (lid % 16u) / 8u;
     let lane = lid % 8u;
-    var acc = 0.0;
-    var off = 0.0;
+    var acc: array<f32, 4>;
+    var off: array<f32, 4>;
     if (valid) {
         let rb = pu(3u) + m * pu(4u);
         let blocks = k / 32u;
         for (var b = parity; b < blocks; b += 2u) {
             var v: vec4<i32>;
             let dm = quad(rb + BLOCK_BYTES * b, lane, &v);
-            let qb = n * k + 32u * b + 4u * lane;
-            let s = v.x * qa[qb] + v.y * qa[qb + 1u] + v.z * qa[qb + 2u] + v.w * qa[qb + 3u];
-            let c = 2u * (n * blocks + b);
-            acc = fma_exact(dm.x * da[c], f32(s), acc);
-            off = off + dm.y * da[c + 1u];
+            for (var r = 0u; r < nr; r++) {
+                let n = n0 + r;
+                let qb = n * k + 32u * b + 4u * lane;
+                let s = v.x * qa[qb] + v.y * qa[qb + 1u] + v.z * qa[qb + 2u] + v.w * qa[qb + 3u];
+                let c = 2u * (n * blocks + b);
+                acc[r] = fma_exact(dm.x * da[c], f32(s), acc[r]);
+                off[r] = off[r] + dm.y * da[c + 1u];
+            }
         }
     }
-    lanes[lid] = acc;
-    offsets[lid] = off;
+    for (var r = 0u; r < NR; r++) {
+        lanes[r * 64u + lid] = acc[r];
+        offsets[r * 64u + lid] = off[r];
+    }
     workgroupBarrier();
-    if (valid && lid % 16u == 0u) {
+    if (valid && lid % 16u < nr) {
+        // Thread lid + r of the group writes row r.
+        let r = lid % 16u;
+        let g = r * 64u + lid - r;
         var v: array<f32, 8>;
         for (var j = 0u; j < 8u; j++) {
-            v[j] = lanes[lid + j] + lanes[lid + 8u + j];
+            v[j] = lanes[g + j] + lanes[g + 8u + j];
         }
         let sum = ((v[4] + v[0]) + (v[6] + v[2])) + ((v[5] + v[1]) + (v[7] + v[3]));
         var total = sum;
         if (TYPE == 1u || TYPE == 3u) {
-            total = sum + (offsets[lid] + offsets[lid + 8u]);
+            total = sum + (offsets[g] + offsets[g + 8u]);
         }
-        y[pu(6u) + n * pu(7u) + pu(8u) + m] = total;
+        y[pu(6u) + (n0 + r) * pu(7u) + pu(8u) + m] = total;
     }
 }
