@@ -8,7 +8,7 @@ use tessera_core::DType;
 
 use crate::device::{self, AdapterSummary};
 use crate::exec::Executor;
-use crate::kernels::{self, Pipelines};
+use crate::kernels::{self, Pipelines, ShaderFeatures};
 
 /// A buffer the runtime owns, by id.
 pub(crate) struct Stored {
@@ -30,6 +30,19 @@ pub(crate) struct State {
     pub exec: Executor,
 }
 
+/// How the kernels round.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Numerics {
+    /// As the CPU backend rounds, where the adapter has f64 in shaders (greedy tokens equal the
+    /// CPU's); plain f32 elsewhere.
+    #[default]
+    Exact,
+    /// Within the conformance tolerances, without f64 (which most consumer GPUs run at 1/32 or
+    /// less of their f32 rate): matmuls take f32 activations (no quantization pass), f16
+    /// products where the adapter has f16, subgroup reductions where it has subgroups.
+    Relaxed,
+}
+
 /// The wgpu backend on one adapter.
 pub struct WgpuBackend {
     pub(crate) device: wgpu::Device,
@@ -37,6 +50,9 @@ pub struct WgpuBackend {
     pub(crate) limits: wgpu::Limits,
     summary: AdapterSummary,
     kind: DeviceKind,
+    pub(crate) numerics: Numerics,
+    /// The largest subgroup size, when the kernels use subgroups.
+    pub(crate) subgroup_max: Option<u32>,
     pub(crate) state: Mutex<State>,
 }
 
@@ -52,7 +68,7 @@ pub(crate) fn align4(n: usize) -> usize {
 impl WgpuBackend {
     /// Opens adapter `index` of [`crate::list_adapters`], or the best one: a discrete GPU
     /// before an integrated one, before a virtual one, before a software driver.
-    pub fn new(index: Option<usize>) -> Result<WgpuBackend, BackendError> {
+    pub fn new(index: Option<usize>, numerics: Numerics) -> Result<WgpuBackend, BackendError> {
         let instance = device::instance();
         let adapters = device::adapters(&instance);
         if adapters.is_empty() {
@@ -78,9 +94,24 @@ impl WgpuBackend {
         let adapter = &adapters[index];
         let summary = device::describe(index, adapter);
         let limits = adapter.limits();
+        let offered = adapter.features();
+        let features = match numerics {
+            Numerics::Exact => {
+                ShaderFeatures { f64: offered.contains(wgpu::Features::SHADER_F64), ..Default::default() }
+            }
+            Numerics::Relaxed => ShaderFeatures {
+                f64: false,
+                f16: offered.contains(wgpu::Features::SHADER_F16),
+                subgroups: offered.contains(wgpu::Features::SUBGROUP),
+            },
+        };
+        let mut required = wgpu::Features::empty();
+        required.set(wgpu::Features::SHADER_F64, features.f64);
+        required.set(wgpu::Features::SHADER_F16, features.f16);
+        required.set(wgpu::Features::SUBGROUP, features.subgroups);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("tessera"),
-            required_features: adapter.features() & wgpu::Features::SHADER_F64,
+            required_features: required,
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -90,15 +121,15 @@ impl WgpuBackend {
             _ => DeviceKind::Gpu,
         };
         let exec = Executor::new(&device);
-        let f64 = adapter.features().contains(wgpu::Features::SHADER_F64);
         let state = State {
             buffers: HashMap::new(),
             shadows: HashMap::new(),
             next_id: 1,
-            pipelines: Pipelines::new(f64),
+            pipelines: Pipelines::new(features),
             exec,
         };
-        Ok(WgpuBackend { device, queue, limits, summary, kind, state: Mutex::new(state) })
+        let subgroup_max = features.subgroups.then(|| adapter.get_info().subgroup_max_size);
+        Ok(WgpuBackend { device, queue, limits, summary, kind, numerics, subgroup_max, state: Mutex::new(state) })
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -152,7 +183,13 @@ impl Backend for WgpuBackend {
     fn info(&self) -> DeviceInfo {
         DeviceInfo {
             backend: "wgpu".into(),
-            name: format!("{} ({}, {})", self.summary.name, self.summary.api, self.summary.device_type),
+            name: format!(
+                "{} ({}, {}, {} numerics)",
+                self.summary.name,
+                self.summary.api,
+                self.summary.device_type,
+                if self.numerics == Numerics::Relaxed { "relaxed" } else { "exact" }
+            ),
             kind: self.kind,
             memory_total: None,
             memory_free: None,

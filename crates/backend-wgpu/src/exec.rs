@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use tessera_backend::{Backend, BackendError, BufferId, Graph, NodeId, Op, RopeStyle};
 use tessera_core::{DType, Shape};
 
-use crate::backend::{align4, WgpuBackend};
+use crate::backend::{align4, Numerics, WgpuBackend};
 use crate::kernels::{self, Kernel, PointwiseOp, ERROR_BINDING};
 
 /// Bytes between two parameter blocks (wgpu's largest uniform offset alignment).
@@ -335,6 +335,7 @@ fn record(rec: &mut Recorder, i: NodeId) -> Result<(), BackendError> {
             let rows = input(0).shape.count() / k.max(1);
             let row_bytes = k / w.dtype.block_len() * w.dtype.block_bytes();
             // Activations quantized once for every weight row range.
+            let relaxed = rec.backend.numerics == Numerics::Relaxed;
             let quantized = if w.dtype == DType::I8 {
                 let mut qops = Vec::new();
                 let x_off = rec.f32_operand(&mut qops, 1, n.inputs[0])?;
@@ -346,7 +347,7 @@ fn record(rec: &mut Recorder, i: NodeId) -> Result<(), BackendError> {
                 let p = params(&[u(k)?, u(rows)?, 0, 0, 0, x_off]);
                 rec.dispatch(Kernel::QuantizeI8, p, qops, grid(rows, 1)?);
                 Some((q, d, Kernel::MatMulI8))
-            } else if let Some(kind) = kernels::vec_dot_kind(w.dtype) {
+            } else if let (false, Some(kind)) = (relaxed, kernels::vec_dot_kind(w.dtype)) {
                 let mut qops = Vec::new();
                 let x_off = rec.f32_operand(&mut qops, 1, n.inputs[0])?;
                 let device = &rec.backend.device;
@@ -384,6 +385,16 @@ fn record(rec: &mut Recorder, i: NodeId) -> Result<(), BackendError> {
                         rec.dispatch(Kernel::MatMulKLanes(*t), p, ops, grid(count.div_ceil(8), rows.div_ceil(4))?)
                     }
                     Some((_, _, kernel)) => rec.dispatch(*kernel, p, ops, grid(count, rows.div_ceil(8))?),
+                    None if relaxed => {
+                        // One weight row per subgroup where there are subgroups: a workgroup takes
+                        // at least 64 / (the largest subgroup size) rows.
+                        let per_group = match rec.backend.subgroup_max {
+                            Some(size) => (64 / size.max(1) as usize).max(1),
+                            None => 1,
+                        };
+                        let groups = grid(count.div_ceil(per_group), rows.div_ceil(8))?;
+                        rec.dispatch(Kernel::MatMulRelaxed(w.dtype), p, ops, groups)
+                    }
                     None => rec.dispatch(Kernel::MatMul(w.dtype), p, ops, grid(count, rows.div_ceil(8))?),
                 }
             }

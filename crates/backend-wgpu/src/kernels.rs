@@ -19,11 +19,24 @@ pub(crate) enum Access {
 /// Binding number of the error words, in kernels that can find bad input.
 pub(crate) const ERROR_BINDING: u32 = 7;
 
+/// What the shaders may use, decided when the device opens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ShaderFeatures {
+    /// f64 arithmetic: the exact numerics round as the CPU backend does.
+    pub f64: bool,
+    /// f16 arithmetic (relaxed numerics only).
+    pub f16: bool,
+    /// Subgroup reductions (relaxed numerics only).
+    pub subgroups: bool,
+}
+
 /// One kernel variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Kernel {
     /// Float weights (F32, F16, BF16, FP8) against f32 activations.
     MatMul(DType),
+    /// The relaxed numerics: any decodable weight type against f32 activations.
+    MatMulRelaxed(DType),
     /// The 32-value block types, summed in the CPU backend's order.
     MatMulLanes(DType),
     /// The K-quants, summed in the CPU backend's order.
@@ -78,6 +91,12 @@ fn chunk_fn(dtype: DType) -> Option<&'static str> {
     })
 }
 
+/// Whether the relaxed matmul may take a type's products in f16: its tolerance allows it (F32 and
+/// FP8 are exact to 1e-5).
+fn relaxed_f16(dtype: DType) -> bool {
+    !matches!(dtype, DType::F32 | DType::F8_E4M3)
+}
+
 /// How `QuantizeQ8` quantizes activations for a block type (its ggml vec-dot type): 0 Q8_0,
 /// 1 Q8_1, 2 Q8_K; `None` for types read against f32 activations.
 pub(crate) fn vec_dot_kind(dtype: DType) -> Option<u32> {
@@ -91,8 +110,17 @@ pub(crate) fn vec_dot_kind(dtype: DType) -> Option<u32> {
 
 impl Kernel {
     /// The kernel's WGSL source.
-    pub(crate) fn source(self, f64: bool) -> String {
-        let mut s = String::from(COMMON);
+    pub(crate) fn source(self, features: ShaderFeatures) -> String {
+        let f64 = features.f64;
+        let mut s = String::new();
+        if let Kernel::MatMulRelaxed(dtype) = self {
+            // Enable directives come before everything else (naga takes subgroup operations
+            // without one).
+            if features.f16 && relaxed_f16(dtype) {
+                s += "enable f16;\n";
+            }
+        }
+        s += COMMON;
         s += if f64 { include_str!("shaders/exact.wgsl") } else { include_str!("shaders/approx.wgsl") };
         let load = |dtype: DType| {
             let f = chunk_fn(dtype).expect("a kernel is only built for a decodable type");
@@ -109,6 +137,18 @@ impl Kernel {
                 };
                 s += &load(dtype);
                 s += &include_str!("shaders/mat_mul.wgsl").replace("ACT_BODY", act);
+            }
+            Kernel::MatMulRelaxed(dtype) => {
+                let f16 = features.f16 && relaxed_f16(dtype);
+                let file = if features.subgroups {
+                    include_str!("shaders/mat_mul_relaxed_sg.wgsl")
+                } else {
+                    include_str!("shaders/mat_mul_relaxed.wgsl")
+                };
+                s += &load(dtype);
+                s += &file
+                    .replace("USE_F16_VALUE", &f16.to_string())
+                    .replace("F16_VEC", if f16 { "vec4<f16>" } else { "vec4<f32>" });
             }
             Kernel::MatMulLanes(dtype) => {
                 let ty = match dtype {
@@ -177,7 +217,7 @@ impl Kernel {
     pub(crate) fn bindings(self) -> &'static [(u32, Access)] {
         use Access::*;
         match self {
-            Kernel::MatMul(_) | Kernel::Pointwise(_) | Kernel::RmsNorm | Kernel::Rope => {
+            Kernel::MatMul(_) | Kernel::MatMulRelaxed(_) | Kernel::Pointwise(_) | Kernel::RmsNorm | Kernel::Rope => {
                 &[(1, Read), (2, Read), (3, ReadWrite)]
             }
             Kernel::MatMulI8 | Kernel::MatMulLanes(_) | Kernel::MatMulKLanes(_) => {
@@ -202,26 +242,25 @@ pub(crate) struct Pipeline {
 /// Pipelines by kernel, compiled on first use.
 pub(crate) struct Pipelines {
     built: HashMap<Kernel, Pipeline>,
-    /// Whether the device was opened with f64 in shaders (exact fused multiply-adds).
-    f64: bool,
+    features: ShaderFeatures,
 }
 
 impl Pipelines {
-    pub(crate) fn new(f64: bool) -> Pipelines {
-        Pipelines { built: HashMap::new(), f64 }
+    pub(crate) fn new(features: ShaderFeatures) -> Pipelines {
+        Pipelines { built: HashMap::new(), features }
     }
 
     pub(crate) fn get(&mut self, device: &wgpu::Device, kernel: Kernel) -> &Pipeline {
-        let f64 = self.f64;
-        self.built.entry(kernel).or_insert_with(|| build(device, kernel, f64))
+        let features = self.features;
+        self.built.entry(kernel).or_insert_with(|| build(device, kernel, features))
     }
 }
 
-fn build(device: &wgpu::Device, kernel: Kernel, f64: bool) -> Pipeline {
+fn build(device: &wgpu::Device, kernel: Kernel, features: ShaderFeatures) -> Pipeline {
     let label = format!("{kernel:?}");
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(&label),
-        source: wgpu::ShaderSource::Wgsl(kernel.source(f64).into()),
+        source: wgpu::ShaderSource::Wgsl(kernel.source(features).into()),
     });
     let mut entries = vec![wgpu::BindGroupLayoutEntry {
         binding: 0,
@@ -282,6 +321,7 @@ mod tests {
             }
             if decodes(dtype) {
                 kernels.push(Kernel::MatMul(dtype));
+                kernels.push(Kernel::MatMulRelaxed(dtype));
                 kernels.push(Kernel::GetRows(dtype));
             }
         }
@@ -295,9 +335,16 @@ mod tests {
         }
         kernels.push(Kernel::Store { f16: false });
         kernels.push(Kernel::Store { f16: true });
-        for (k, f64) in kernels.iter().flat_map(|&k| [(k, false), (k, true)]) {
-            let module = naga::front::wgsl::parse_str(&k.source(f64)).unwrap_or_else(|e| panic!("{k:?}: {e}"));
-            let caps = if f64 { naga::valid::Capabilities::FLOAT64 } else { naga::valid::Capabilities::default() };
+        let exact = ShaderFeatures { f64: true, ..Default::default() };
+        let relaxed = ShaderFeatures { f16: true, subgroups: true, ..Default::default() };
+        let variants = [ShaderFeatures::default(), exact, relaxed];
+        for (k, features) in kernels.iter().flat_map(|&k| variants.map(|f| (k, f))) {
+            let module = naga::front::wgsl::parse_str(&k.source(features)).unwrap_or_else(|e| panic!("{k:?}: {e}"));
+            use naga::valid::Capabilities as C;
+            let mut caps = C::default();
+            caps.set(C::FLOAT64, features.f64);
+            caps.set(C::SHADER_FLOAT16, features.f16);
+            caps.set(C::SUBGROUP, features.subgroups);
             let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
             v.validate(&module).unwrap_or_else(|e| panic!("{k:?}: {e:?}"));
             let declared: Vec<u32> =

@@ -13,5 +13,5 @@ mod device;
 mod exec;
 mod kernels;
 
-pub use backend::WgpuBackend;
+pub use backend::{Numerics, WgpuBackend};
 pub use device::{list_adapters, AdapterSummary};

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use tessera_backend::Backend;
 use tessera_backend_cpu::CpuBackend;
-use tessera_backend_wgpu::WgpuBackend;
+use tessera_backend_wgpu::{Numerics, WgpuBackend};
 
 /// Backend names accepted by `--backend`.
-pub const BACKENDS: &[&str] = &["cpu", "wgpu", "wgpu:N"];
+pub const BACKENDS: &[&str] = &["cpu", "wgpu", "wgpu:N", "wgpu-relaxed", "wgpu-relaxed:N"];
 
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
@@ -21,7 +21,9 @@ pub struct Selected {
 }
 
 /// Creates the named backend: `cpu`, `wgpu` (the best adapter) or `wgpu:N` (adapter N of
-/// `tessera devices`).
+/// `tessera devices`), rounding as the CPU does; `wgpu-relaxed` and `wgpu-relaxed:N` round
+/// within the conformance tolerances instead, without f64 (f16 and subgroups where the adapter
+/// has them).
 pub fn create(name: &str, threads: Option<usize>) -> Result<Selected> {
     let threads = threads.unwrap_or_else(default_threads);
     if threads == 0 {
@@ -39,8 +41,9 @@ pub fn create(name: &str, threads: Option<usize>) -> Result<Selected> {
     };
     match (kind, index) {
         ("cpu", None) => Ok(Selected { backend: cpu(), cpu_fallback: None }),
-        ("wgpu", index) => {
-            let gpu = WgpuBackend::new(index).with_context(|| format!("backend {name}"))?;
+        ("wgpu" | "wgpu-relaxed", index) => {
+            let numerics = if kind == "wgpu-relaxed" { Numerics::Relaxed } else { Numerics::Exact };
+            let gpu = WgpuBackend::new(index, numerics).with_context(|| format!("backend {name}"))?;
             Ok(Selected { backend: Arc::new(gpu), cpu_fallback: Some(cpu()) })
         }
         _ => bail!("unknown backend {name:?} (available: {})", BACKENDS.join(", ")),

@@ -60,7 +60,9 @@ pub struct ComputeArgs {
     /// Threads for the CPU backend (default: all available cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
-    /// Compute backend: cpu, wgpu (the best GPU adapter) or wgpu:N (see `tessera devices`).
+    /// Compute backend: cpu, wgpu (the best GPU adapter, rounding as the CPU does), wgpu:N (see
+    /// `tessera devices`), or wgpu-relaxed[:N] (f16 and subgroups where the GPU
+    /// has them, no f64; within the conformance tolerances).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
 }

@@ -47,6 +47,17 @@ fn run_on_wgpu_gives_the_cpu_tokens() {
 }
 
 #[test]
+fn relaxed_numerics_continue_sensibly() {
+    if test_model(SMOLLM2).is_none() || !adapter_found() {
+        return;
+    }
+    let args = ["run", "-m", "smollm2", "-p", "The capital of France is", "-n", "4", "--temp", "0", "--no-perf"];
+    let o = tessera(&[&args[..], &["--backend", "wgpu-relaxed"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with(" Paris."), "{}", stdout(&o));
+}
+
+#[test]
 fn bench_runs_on_wgpu() {
     if test_model(SMOLLM2).is_none() || !adapter_found() {
         return;
