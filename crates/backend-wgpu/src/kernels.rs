@@ -136,19 +136,20 @@ impl Kernel {
                     _ => "return v;",
                 };
                 s += &load(dtype);
-                s += &include_str!("shaders/mat_mul.wgsl").replace("ACT_BODY", act);
+                s += &include_str!("shaders/chunk_dot_exact.wgsl").replace("ACT_BODY", act);
+                s += include_str!("shaders/mat_mul.wgsl");
             }
             Kernel::MatMulRelaxed(dtype) => {
                 let f16 = features.f16 && relaxed_f16(dtype);
-                let file = if features.subgroups {
-                    include_str!("shaders/mat_mul_relaxed_sg.wgsl")
-                } else {
-                    include_str!("shaders/mat_mul_relaxed.wgsl")
-                };
                 s += &load(dtype);
-                s += &file
+                s += &include_str!("shaders/chunk_dot_relaxed.wgsl")
                     .replace("USE_F16_VALUE", &f16.to_string())
                     .replace("F16_VEC", if f16 { "vec4<f16>" } else { "vec4<f32>" });
+                s += if features.subgroups {
+                    include_str!("shaders/mat_mul_relaxed_sg.wgsl")
+                } else {
+                    include_str!("shaders/mat_mul.wgsl")
+                };
             }
             Kernel::MatMulLanes(dtype) => {
                 let ty = match dtype {

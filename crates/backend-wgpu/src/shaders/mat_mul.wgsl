@@ -1,18 +1,11 @@
-// y[n, m] = Σ_k x[n, k] · w[m, k]. One workgroup per weight row m and 8 activation rows: each
-// thread decodes whole chunks of the row once and uses them for all 8 rows, then the workgroup
-// sums its threads' partial sums. Every row is summed in the same order whatever rows run with
-// it, so a row gives the same bits in a batch and alone.
-// params: 0 K, 1 M, 2 N, 3 w byte offset, 4 row bytes, 5 x offset, 6 y offset (elements), 7 y row length,
-// 8 the first weight row (weights too large for one binding run in row ranges).
-
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-
-// Activations are rounded as the CPU backend rounds them for this weight type (f16 and bf16
-// weights meet f16 and bf16 activations).
-fn act(v: f32) -> f32 {
-    ACT_BODY
-}
+// y[n, m] = Σ_k x[n, k] · w[m, k] on f32 activations: the exact numerics' float weights, and
+// every type under the relaxed numerics on adapters without subgroups. One workgroup per weight
+// row m and 8 activation rows: each thread decodes whole chunks of the row once and uses them
+// for all 8 rows (chunk_dot, from chunk_dot_*.wgsl), then the workgroup sums its threads'
+// partial sums. Every row is summed in the same order whatever rows run with it, so a row gives
+// the same bits in a batch and alone.
+// params: 0 K, 1 M, 2 N, 3 w byte offset, 4 row bytes, 5 x offset, 6 y offset (elements),
+// 7 y row length, 8 the first weight row (weights too large for one binding run in row ranges).
 
 const WG: u32 = 64u;
 const NR: u32 = 8u;
@@ -38,12 +31,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         load_chunk(rb, c, k, &v);
         let len = min(32u, k - c * 32u);
         for (var r = 0u; r < nr; r++) {
-            let xb = pu(5u) + (n0 + r) * k + c * 32u;
-            var s = 0.0;
-            for (var i = 0u; i < len; i++) {
-                s += v[i] * act(x[xb + i]);
-            }
-            acc[r] += s;
+            acc[r] += chunk_dot(&v, pu(5u) + (n0 + r) * k + c * 32u, len);
         }
     }
     for (var r = 0u; r < NR; r++) {

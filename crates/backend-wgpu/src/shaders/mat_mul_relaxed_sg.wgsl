@@ -1,31 +1,10 @@
 // The relaxed numerics' matmul on adapters with subgroups: one subgroup per weight row (a
 // workgroup of 64 takes 64 / subgroup-size rows), its invocations taking alternate chunks of 32
 // weights, each chunk decoded once for 8 activation rows, the partial sums reduced with
-// subgroupAdd: no workgroup memory, no barriers. Products in f16 where the adapter has f16 and
-// the type's tolerance allows, as in mat_mul_relaxed.wgsl.
-// params: as mat_mul_relaxed.wgsl.
-
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+// subgroupAdd: no workgroup memory, no barriers. chunk_dot comes from chunk_dot_relaxed.wgsl.
+// params: as mat_mul.wgsl.
 
 const NR: u32 = 8u;
-const USE_F16: bool = USE_F16_VALUE;
-
-fn chunk_dot(v: ptr<function, array<f32, 32>>, xb: u32, len: u32) -> f32 {
-    var s = 0.0;
-    if (USE_F16 && len == 32u) {
-        for (var i = 0u; i < 32u; i += 4u) {
-            let wv = vec4<f32>((*v)[i], (*v)[i + 1u], (*v)[i + 2u], (*v)[i + 3u]);
-            let xv = vec4<f32>(x[xb + i], x[xb + i + 1u], x[xb + i + 2u], x[xb + i + 3u]);
-            s += f32(dot(F16_VEC(wv), F16_VEC(xv)));
-        }
-        return s;
-    }
-    for (var i = 0u; i < len; i++) {
-        s = fma((*v)[i], x[xb + i], s);
-    }
-    return s;
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
