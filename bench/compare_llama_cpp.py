@@ -8,6 +8,10 @@ taken from the medians of the same run. Peak RSS of each process comes from wait
 Usage (bench/compare-llama-cpp.sh prepares the binaries and models and calls this):
     compare_llama_cpp.py --tessera BIN --llama-bench BIN --model NAME=PATH ... [--threads 1,2]
                          [--rounds 3] [--reps 3] [-p 512] [-n 128] [--out results.json]
+                         [--tessera-arg=--backend=wgpu] [--llama-arg=-ngl=99]
+
+--tessera-arg and --llama-arg add arguments to every run of each program (`=` inside the value
+separates words), so the same comparison runs on a GPU: bench/compare-llama-vulkan.sh.
 """
 
 import argparse
@@ -62,7 +66,11 @@ def main():
     ap.add_argument("-p", "--n-prompt", type=int, default=512)
     ap.add_argument("-n", "--n-gen", type=int, default=128)
     ap.add_argument("--out", help="write every sample and the summary here (JSON)")
+    ap.add_argument("--tessera-arg", action="append", default=[], help="extra `tessera bench` argument")
+    ap.add_argument("--llama-arg", action="append", default=[], help="extra `llama-bench` argument")
     args = ap.parse_args()
+    tessera_extra = [w for a in args.tessera_arg for w in a.split("=")]
+    llama_extra = [w for a in args.llama_arg for w in a.split("=")]
 
     threads = [int(t) for t in args.threads.split(",")]
     models = [m.split("=", 1) for m in args.model]
@@ -81,9 +89,9 @@ def main():
                 order = ["tessera", "llama.cpp"] if rnd % 2 == 0 else ["llama.cpp", "tessera"]
                 for prog in order:
                     if prog == "tessera":
-                        cmd = [args.tessera, "bench", "-m", path, "-t", str(t), "--json", *common]
+                        cmd = [args.tessera, "bench", "-m", path, "-t", str(t), "--json", *common, *tessera_extra]
                     else:
-                        cmd = [args.llama_bench, "-m", path, "-t", str(t), "-o", "json", *common]
+                        cmd = [args.llama_bench, "-m", path, "-t", str(t), "-o", "json", *common, *llama_extra]
                     out, peak = run_with_rss(cmd)
                     for rec in json.loads(out):
                         samples.setdefault((name, t, test_name(rec), prog), []).append(rec["avg_ts"])

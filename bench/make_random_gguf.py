@@ -25,7 +25,7 @@ SHAPES = {
 }
 
 Q = gguf.GGMLQuantizationType
-TYPES = {"q4_0": Q.Q4_0, "q8_0": Q.Q8_0, "f16": Q.F16}
+TYPES = {"q4_0": Q.Q4_0, "q8_0": Q.Q8_0, "f16": Q.F16, "bf16": Q.BF16}
 
 
 def random_blocks(rng, n_rows, n_cols, qtype):
@@ -33,8 +33,12 @@ def random_blocks(rng, n_rows, n_cols, qtype):
     block_len, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
     n_blocks = n_rows * n_cols // block_len
     raw = rng.integers(0, 256, size=(n_blocks, block_bytes), dtype=np.uint8)
-    # Q4_0 and Q8_0 blocks start with an f16 scale.
-    scales = (rng.random(n_blocks, dtype=np.float32) * 0.02 + 0.001).astype(np.float16)
+    # Q4_0 and Q8_0 blocks start with an f16 scale; F16 and BF16 are all scale (small values).
+    values = rng.random(n_blocks, dtype=np.float32) * 0.02 + 0.001
+    if qtype == Q.BF16:
+        scales = (values.view(np.uint32) >> 16).astype(np.uint16)
+    else:
+        scales = values.astype(np.float16)
     raw[:, 0:2] = scales.view(np.uint8).reshape(n_blocks, 2)
     return raw.reshape(n_rows, n_cols // block_len * block_bytes)
 
@@ -64,7 +68,7 @@ def main():
     w.add_rope_dimension_count(head_dim)
     w.add_rope_freq_base(500000.0)
     w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type({Q.Q4_0: 2, Q.Q8_0: 7, Q.F16: 1}[qtype])
+    w.add_file_type({Q.Q4_0: 2, Q.Q8_0: 7, Q.F16: 1, Q.BF16: 32}[qtype])
     w.add_vocab_size(s["n_vocab"])
 
     # Placeholder byte-level BPE vocabulary: the 256 byte symbols, then unique filler tokens.

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Same-device comparison of Tessera's wgpu backend with llama.cpp's Vulkan backend.
+#
+# Builds llama-bench with -DGGML_VULKAN=ON from the llama-cpp-python sdist (needs the Debian
+# packages glslc, libvulkan-dev and spirv-headers, or their equivalents), builds Tessera, makes
+# the Llama-3.2-1B shape with random weights in Q4_0 and BF16, then alternates `tessera bench
+# --backend wgpu` and `llama-bench -ngl 99` on each model and prints the median ratios
+# (bench/compare_llama_cpp.py). Both run on the first Vulkan device unless told otherwise.
+#
+#   bench/compare-llama-vulkan.sh [--small] [--rounds 3] [--reps 3] [-p 512] [-n 128] [--out FILE]
+#
+#   --small          SmolLM2-135M (Q4_1, the real model) instead of the 1B shape: for software
+#                    drivers such as lavapipe, where the 1B shape takes hours; for the record only
+#   TESSERA_BACKEND  tessera's backend (default wgpu; wgpu:N picks adapter N of `tessera devices`,
+#                    wgpu-relaxed the relaxed numerics)
+#   GGML_VK_VISIBLE_DEVICES  llama.cpp's device index, when there are several
+#   LLAMA_CPP_VERSION, BENCH_DIR  as for bench/compare-llama-cpp.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SMALL=0
+ARGS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --small) SMALL=1 ;;
+    *) ARGS+=("$1") ;;
+  esac
+  shift
+done
+
+VERSION="${LLAMA_CPP_VERSION:-0.3.36}"
+BENCH_DIR="${BENCH_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tessera/bench}"
+BACKEND="${TESSERA_BACKEND:-wgpu}"
+mkdir -p "$BENCH_DIR"
+SRC="$BENCH_DIR/llama_cpp_python-$VERSION/vendor/llama.cpp"
+BIN="$SRC/build-vulkan/bin"
+
+if [ ! -x "$BIN/llama-bench" ]; then
+  if [ ! -d "$SRC" ]; then
+    python3 -m pip install --quiet scikit-build-core numpy gguf
+    # --no-binary/--no-build-isolation: fetch the sdist itself, without building cmake from source.
+    python3 -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
+      -d "$BENCH_DIR" "llama-cpp-python==$VERSION"
+    tar -xzf "$BENCH_DIR/llama_cpp_python-$VERSION.tar.gz" -C "$BENCH_DIR"
+  fi
+  CC_FLAGS=()
+  if command -v clang >/dev/null; then CC_FLAGS=(-DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++); fi
+  cmake -S "$SRC" -B "$SRC/build-vulkan" -DCMAKE_BUILD_TYPE=Release -DGGML_VULKAN=ON -DLLAMA_CURL=OFF \
+    "${CC_FLAGS[@]}" >/dev/null
+  cmake --build "$SRC/build-vulkan" -j"$(nproc)" --target llama-bench >/dev/null
+fi
+
+cargo build --release --quiet --bin tessera
+TESSERA="$PWD/target/release/tessera"
+if [ -n "${CARGO_TARGET_DIR:-}" ]; then TESSERA="$CARGO_TARGET_DIR/release/tessera"; fi
+"$TESSERA" devices
+
+MODELS=()
+if [ "$SMALL" = 1 ]; then
+  "$TESSERA" pull smollm2
+  MODELS+=(--model "smollm2-q4_1=$("$TESSERA" pull --list | sed -n 's/^smollm2 .*\[cached: \(.*\)\]$/\1/p')")
+else
+  python3 -m pip install --quiet numpy gguf
+  for t in q4_0 bf16; do
+    out="$BENCH_DIR/llama-3.2-1b-$t.gguf"
+    [ -f "$out" ] || python3 bench/make_random_gguf.py --shape llama-3.2-1b --type "$t" -o "$out"
+    MODELS+=(--model "llama-3.2-1b-$t=$out")
+  done
+fi
+
+python3 bench/compare_llama_cpp.py --tessera "$TESSERA" --llama-bench "$BIN/llama-bench" "${MODELS[@]}" \
+  --threads 2 --tessera-arg="--backend=$BACKEND" --llama-arg="-ngl=99" "${ARGS[@]}"
