@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Same-device comparison of Tessera's wgpu backend with llama.cpp's Vulkan backend.
 #
-# Builds llama-bench with -DGGML_VULKAN=ON from the llama-cpp-python sdist (needs the Debian
-# packages glslc, libvulkan-dev and spirv-headers, or their equivalents), builds Tessera, makes
+# Builds llama-bench with -DGGML_VULKAN=ON from the llama-cpp-python sdist (needs glslc, the
+# SPIR-V headers and Vulkan headers 1.3.261 or newer: the LunarG SDK, or Debian 13's glslc,
+# spirv-headers and libvulkan-dev; Debian 12's 1.3.239 headers lack VK_EXT_layer_settings,
+# which llama.cpp uses only to configure the validation layer), builds Tessera, makes
 # the Llama-3.2-1B shape with random weights in Q4_0 and BF16, then alternates `tessera bench
 # --backend wgpu` and `llama-bench -ngl 99` on each model and prints the median ratios
 # (bench/compare_llama_cpp.py). Both run on the first Vulkan device unless told otherwise.
