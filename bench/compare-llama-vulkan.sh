@@ -15,7 +15,8 @@
 #                    drivers such as lavapipe, where the 1B shape takes hours; for the record only
 #   TESSERA_BACKEND  tessera's backend (default wgpu; wgpu:N picks adapter N of `tessera devices`,
 #                    wgpu-relaxed the relaxed numerics)
-#   GGML_VK_VISIBLE_DEVICES  llama.cpp's device index, when there are several
+#   GGML_VK_VISIBLE_DEVICES  llama.cpp's device index (default 0: without it, llama.cpp skips
+#                    software drivers and silently runs on the CPU)
 #   LLAMA_CPP_VERSION, BENCH_DIR  as for bench/compare-llama-cpp.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,7 @@ done
 VERSION="${LLAMA_CPP_VERSION:-0.3.36}"
 BENCH_DIR="${BENCH_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tessera/bench}"
 BACKEND="${TESSERA_BACKEND:-wgpu}"
+export GGML_VK_VISIBLE_DEVICES="${GGML_VK_VISIBLE_DEVICES:-0}"
 mkdir -p "$BENCH_DIR"
 SRC="$BENCH_DIR/llama_cpp_python-$VERSION/vendor/llama.cpp"
 BIN="$SRC/build-vulkan/bin"
