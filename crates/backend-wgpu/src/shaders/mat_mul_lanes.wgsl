@@ -23,38 +23,43 @@ fn quad(o: u32, lane: u32, v: ptr<function, vec4<i32>>) -> vec2<f32> {
     let j0 = 4u * (lane % 4u);
     let high = lane >= 4u;
     let shift = select(0u, 4u, high);
+    // The four bytes this lane reads, in one (or, unaligned, two) word loads.
     if (TYPE == 0u) { // Q4_0
+        let q = wu(o + 2u + j0);
         for (var i = 0u; i < 4u; i++) {
-            (*v)[i] = i32((wb(o + 2u + j0 + i) >> shift) & 0xfu) - 8;
+            (*v)[i] = i32((q >> (8u * i + shift)) & 0xfu) - 8;
         }
         return vec2<f32>(wf16(o), 0.0);
     }
     if (TYPE == 1u) { // Q4_1
+        let q = wu(o + 4u + j0);
         for (var i = 0u; i < 4u; i++) {
-            (*v)[i] = i32((wb(o + 4u + j0 + i) >> shift) & 0xfu);
+            (*v)[i] = i32((q >> (8u * i + shift)) & 0xfu);
         }
         return vec2<f32>(wf16(o), wf16(o + 2u));
     }
     if (TYPE == 2u) { // Q5_0
         let qh = wu(o + 2u);
+        let q = wu(o + 6u + j0);
         for (var i = 0u; i < 4u; i++) {
             let e = 4u * lane + i;
-            let q = ((wb(o + 6u + j0 + i) >> shift) & 0xfu) | (((qh >> e) & 1u) << 4u);
-            (*v)[i] = i32(q) - 16;
+            (*v)[i] = i32(((q >> (8u * i + shift)) & 0xfu) | (((qh >> e) & 1u) << 4u)) - 16;
         }
         return vec2<f32>(wf16(o), 0.0);
     }
     if (TYPE == 3u) { // Q5_1
         let qh = wu(o + 4u);
+        let q = wu(o + 8u + j0);
         for (var i = 0u; i < 4u; i++) {
             let e = 4u * lane + i;
-            (*v)[i] = i32(((wb(o + 8u + j0 + i) >> shift) & 0xfu) | (((qh >> e) & 1u) << 4u));
+            (*v)[i] = i32(((q >> (8u * i + shift)) & 0xfu) | (((qh >> e) & 1u) << 4u));
         }
         return vec2<f32>(wf16(o), wf16(o + 2u));
     }
     // Q8_0
+    let q = wu(o + 2u + 4u * lane);
     for (var i = 0u; i < 4u; i++) {
-        (*v)[i] = i32(wb_signed(o + 2u + 4u * lane + i));
+        (*v)[i] = bitcast<i32>(q << (24u - 8u * i)) >> 24u;
     }
     return vec2<f32>(wf16(o), 0.0);
 }

@@ -21,10 +21,11 @@ fn wh(i: u32) -> u32 {
 }
 
 fn wu(i: u32) -> u32 {
-    if ((i & 3u) == 0u) {
+    let s = (i & 3u) * 8u;
+    if (s == 0u) {
         return w[i >> 2u];
     }
-    return wh(i) | (wh(i + 2u) << 16u);
+    return (w[i >> 2u] >> s) | (w[(i >> 2u) + 1u] << (32u - s));
 }
 
 fn wf16(i: u32) -> f32 {
