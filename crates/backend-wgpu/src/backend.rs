@@ -54,6 +54,8 @@ pub struct WgpuBackend {
     /// The largest subgroup size, when the kernels use subgroups.
     pub(crate) subgroup_max: Option<u32>,
     pub(crate) state: Mutex<State>,
+    /// One graph at a time: graphs share the parameter and error buffers.
+    running: Mutex<()>,
 }
 
 fn device_error(message: impl Into<String>) -> BackendError {
@@ -129,7 +131,17 @@ impl WgpuBackend {
             exec,
         };
         let subgroup_max = features.subgroups.then(|| adapter.get_info().subgroup_max_size);
-        Ok(WgpuBackend { device, queue, limits, summary, kind, numerics, subgroup_max, state: Mutex::new(state) })
+        Ok(WgpuBackend {
+            device,
+            queue,
+            limits,
+            summary,
+            kind,
+            numerics,
+            subgroup_max,
+            state: Mutex::new(state),
+            running: Mutex::new(()),
+        })
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -287,6 +299,7 @@ impl Backend for WgpuBackend {
     }
 
     fn execute(&self, graph: &Graph) -> Result<(), BackendError> {
+        let _one_at_a_time = self.running.lock().unwrap_or_else(|e| e.into_inner());
         crate::exec::execute(self, graph)
     }
 }
