@@ -16,3 +16,19 @@ fn tanh_f32(v: f32) -> f32 {
     // 1 - 2 / (e^2v + 1) saturates instead of giving inf / inf.
     return 1.0 - 2.0 / (exp(2.0 * v) + 1.0);
 }
+
+fn f_add(a: f32, b: f32) -> f32 {
+    return a + b;
+}
+
+fn f_sub(a: f32, b: f32) -> f32 {
+    return a - b;
+}
+
+fn f_mul(a: f32, b: f32) -> f32 {
+    return a * b;
+}
+
+fn f_div(a: f32, b: f32) -> f32 {
+    return a / b;
+}
