@@ -181,7 +181,13 @@ impl WgpuBackend {
         Ok(bytes)
     }
 
-    fn checked_range(&self, buffer: BufferId, offset: usize, len: usize) -> Result<wgpu::Buffer, BackendError> {
+    /// The buffer behind `buffer` when bytes `offset..offset + len` lie inside it.
+    pub(crate) fn checked_range(
+        &self,
+        buffer: BufferId,
+        offset: usize,
+        len: usize,
+    ) -> Result<wgpu::Buffer, BackendError> {
         let st = self.lock();
         let stored = st.buffers.get(&buffer.0).ok_or(BackendError::UnknownBuffer(buffer))?;
         if offset.checked_add(len).is_none_or(|end| end > stored.len) {

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use tessera_backend::{Backend, BackendError, BufferId, Graph, NodeId, Op, RopeStyle};
-use tessera_core::{DType, Shape};
+use tessera_core::DType;
 
 use crate::backend::{align4, Numerics, WgpuBackend};
 use crate::kernels::{self, Kernel, PointwiseOp, ERROR_BINDING};
@@ -91,8 +91,9 @@ fn device_error(message: impl Into<String>) -> BackendError {
     BackendError::Device { backend: "wgpu".into(), message: message.into() }
 }
 
-fn tensor_bytes(dtype: DType, shape: &Shape) -> usize {
-    shape.count() / dtype.block_len() * dtype.block_bytes()
+/// Bytes of `count` values of `dtype` (a graph holds only whole blocks).
+fn bytes_for(dtype: DType, count: usize) -> Result<usize, BackendError> {
+    dtype.bytes_for(count).map_err(|e| device_error(e.to_string()))
 }
 
 /// The runtime buffer and byte offset a leaf, store or view reads, following views and stores.
@@ -134,7 +135,7 @@ impl Recorder<'_> {
     /// A binding of `node`'s value, and its byte offset inside the binding.
     fn operand(&self, binding: u32, node: NodeId) -> Result<(Operand, u32), BackendError> {
         let n = self.graph.node(node);
-        self.operand_bytes(binding, node, 0, tensor_bytes(n.dtype, &n.shape))
+        self.operand_bytes(binding, node, 0, bytes_for(n.dtype, n.shape.count())?)
     }
 
     /// A binding of bytes `from..from + bytes` of `node`'s value.
@@ -266,25 +267,15 @@ fn walk(rec: &mut Recorder) -> Result<(), BackendError> {
     for (i, n) in graph.nodes().iter().enumerate() {
         let place = match n.op {
             Op::Leaf(t) => {
-                let st = backend.lock();
-                let stored = st.buffers.get(&t.buffer.0).ok_or(BackendError::UnknownBuffer(t.buffer))?;
-                let len = tensor_bytes(n.dtype, &n.shape);
-                if t.offset.checked_add(len).is_none_or(|end| end > stored.len) {
-                    return Err(BackendError::OutOfBounds {
-                        buffer: t.buffer,
-                        offset: t.offset,
-                        len,
-                        size: stored.len,
-                    });
-                }
-                Place { buffer: stored.buffer.clone(), offset: t.offset }
+                let len = bytes_for(n.dtype, n.shape.count())?;
+                Place { buffer: backend.checked_range(t.buffer, t.offset, len)?, offset: t.offset }
             }
             Op::Reshape => rec.place(n.inputs[0]).clone(),
             Op::SliceRows { start, .. } => {
                 let src = graph.node(n.inputs[0]);
-                let row = tensor_bytes(src.dtype, &src.shape) / src.shape.dims()[0].max(1);
+                let row_values = src.shape.count() / src.shape.dims()[0].max(1);
                 let mut p = rec.place(n.inputs[0]).clone();
-                p.offset += start * row;
+                p.offset += bytes_for(src.dtype, start * row_values)?;
                 p
             }
             Op::Store { .. } | Op::StoreRows => {
@@ -333,35 +324,24 @@ fn record(rec: &mut Recorder, i: NodeId) -> Result<(), BackendError> {
             let w = input(1);
             let (m, k) = (w.shape.rows(), w.shape.cols());
             let rows = input(0).shape.count() / k.max(1);
-            let row_bytes = k / w.dtype.block_len() * w.dtype.block_bytes();
+            let row_bytes = bytes_for(w.dtype, k)?;
+            let kind = kernels::vec_dot_kind(w.dtype);
+            let kernel = match (w.dtype, rec.backend.numerics) {
+                (DType::I8, _) => Kernel::MatMulI8,
+                (dtype, Numerics::Relaxed) => Kernel::MatMulRelaxed(dtype),
+                (dtype, Numerics::Exact) => match kind {
+                    Some(2) => Kernel::MatMulKLanes(dtype),
+                    Some(_) => Kernel::MatMulLanes(dtype),
+                    None => Kernel::MatMul(dtype),
+                },
+            };
             // Activations quantized once for every weight row range.
-            let relaxed = rec.backend.numerics == Numerics::Relaxed;
-            let quantized = if w.dtype == DType::I8 {
-                let mut qops = Vec::new();
-                let x_off = rec.f32_operand(&mut qops, 1, n.inputs[0])?;
-                let device = &rec.backend.device;
-                let q = rec.backend.lock().exec.take(device, rows * k * 4);
-                let d = rec.backend.lock().exec.take(device, rows * 4);
-                qops.push(rec.scratch_operand(3, &q));
-                qops.push(rec.scratch_operand(4, &d));
-                let p = params(&[u(k)?, u(rows)?, 0, 0, 0, x_off]);
-                rec.dispatch(Kernel::QuantizeI8, p, qops, grid(rows, 1)?);
-                Some((q, d, Kernel::MatMulI8))
-            } else if let (false, Some(kind)) = (relaxed, kernels::vec_dot_kind(w.dtype)) {
-                let mut qops = Vec::new();
-                let x_off = rec.f32_operand(&mut qops, 1, n.inputs[0])?;
-                let device = &rec.backend.device;
-                let q = rec.backend.lock().exec.take(device, rows * k * 4);
-                let d = rec.backend.lock().exec.take(device, rows * k / 32 * 8);
-                qops.push(rec.scratch_operand(3, &q));
-                qops.push(rec.scratch_operand(4, &d));
-                let blocks = rows * k / if kind == 2 { 256 } else { 32 };
-                let p = params(&[u(k)?, u(rows)?, kind, 0, 0, x_off]);
-                rec.dispatch(Kernel::QuantizeQ8, p, qops, grid(blocks.div_ceil(64), 1)?);
-                let kernel = if kind == 2 { Kernel::MatMulKLanes(w.dtype) } else { Kernel::MatMulLanes(w.dtype) };
-                Some((q, d, kernel))
-            } else {
-                None
+            let quantized = match kernel {
+                Kernel::MatMulI8 => Some(quantize_activations(rec, n.inputs[0], rows, k, None)?),
+                Kernel::MatMulLanes(_) | Kernel::MatMulKLanes(_) => {
+                    Some(quantize_activations(rec, n.inputs[0], rows, k, kind)?)
+                }
+                _ => None,
             };
             for (r0, count) in rec.row_ranges(m, row_bytes) {
                 let mut ops = Vec::new();
@@ -369,7 +349,7 @@ fn record(rec: &mut Recorder, i: NodeId) -> Result<(), BackendError> {
                 ops.push(wop);
                 let y_off = rec.f32_operand(&mut ops, 3, i)?;
                 let x_off = match &quantized {
-                    Some((q, d, _)) => {
+                    Some((q, d)) => {
                         ops.push(rec.scratch_operand(1, q));
                         ops.push(rec.scratch_operand(4, d));
                         0
@@ -377,28 +357,23 @@ fn record(rec: &mut Recorder, i: NodeId) -> Result<(), BackendError> {
                     None => rec.f32_operand(&mut ops, 1, n.inputs[0])?,
                 };
                 let p = params(&[u(k)?, u(count)?, u(rows)?, w_off, u(row_bytes)?, x_off, y_off, u(m)?, u(r0)?]);
-                match &quantized {
-                    Some((_, _, Kernel::MatMulLanes(t))) => {
-                        rec.dispatch(Kernel::MatMulLanes(*t), p, ops, grid(count.div_ceil(4), rows.div_ceil(4))?)
-                    }
-                    Some((_, _, Kernel::MatMulKLanes(t))) => {
-                        rec.dispatch(Kernel::MatMulKLanes(*t), p, ops, grid(count.div_ceil(8), rows.div_ceil(4))?)
-                    }
-                    Some((_, _, kernel)) => rec.dispatch(*kernel, p, ops, grid(count, rows.div_ceil(8))?),
-                    None if relaxed => {
+                let groups = match kernel {
+                    Kernel::MatMulLanes(_) => grid(count.div_ceil(4), rows.div_ceil(4))?,
+                    Kernel::MatMulKLanes(_) => grid(count.div_ceil(8), rows.div_ceil(4))?,
+                    Kernel::MatMulRelaxed(_) => {
                         // One weight row per subgroup where there are subgroups: a workgroup takes
                         // at least 64 / (the largest subgroup size) rows.
                         let per_group = match rec.backend.subgroup_max {
                             Some(size) => (64 / size.max(1) as usize).max(1),
                             None => 1,
                         };
-                        let groups = grid(count.div_ceil(per_group), rows.div_ceil(8))?;
-                        rec.dispatch(Kernel::MatMulRelaxed(w.dtype), p, ops, groups)
+                        grid(count.div_ceil(per_group), rows.div_ceil(8))?
                     }
-                    None => rec.dispatch(Kernel::MatMul(w.dtype), p, ops, grid(count, rows.div_ceil(8))?),
-                }
+                    _ => grid(count, rows.div_ceil(8))?,
+                };
+                rec.dispatch(kernel, p, ops, groups);
             }
-            if let Some((q, d, _)) = quantized {
+            if let Some((q, d)) = quantized {
                 rec.temporaries.extend([q, d]);
             }
         }
@@ -406,7 +381,7 @@ fn record(rec: &mut Recorder, i: NodeId) -> Result<(), BackendError> {
             let t = input(0);
             let (v, d) = (t.shape.rows(), t.shape.cols());
             let rows = input(1).shape.count();
-            let row_bytes = d / t.dtype.block_len() * t.dtype.block_bytes();
+            let row_bytes = bytes_for(t.dtype, d)?;
             for (r0, count) in rec.row_ranges(v, row_bytes) {
                 let mut ops = Vec::new();
                 let ids_off = rec.f32_operand(&mut ops, 1, n.inputs[1])?;
@@ -574,6 +549,35 @@ fn rope_table(
     rec.held.push(buffer.clone());
     rec.rope_tables.insert(key, buffer.clone());
     Ok(buffer)
+}
+
+/// Quantizes the `rows` x `k` activations of `x` once for a matmul: per row to int8 for INT8
+/// weights (`kind` None), else to the vec-dot blocks `kind` names (see `vec_dot_kind`). Gives
+/// the codes (one i32 each) and the scales, in scratch buffers the caller returns.
+fn quantize_activations(
+    rec: &mut Recorder,
+    x: NodeId,
+    rows: usize,
+    k: usize,
+    kind: Option<u32>,
+) -> Result<(wgpu::Buffer, wgpu::Buffer), BackendError> {
+    let mut ops = Vec::new();
+    let x_off = rec.f32_operand(&mut ops, 1, x)?;
+    let (kernel, scale_bytes, groups, kind) = match kind {
+        None => (Kernel::QuantizeI8, rows * 4, grid(rows, 1)?, 0),
+        Some(kind) => {
+            let blocks = rows * k / if kind == 2 { 256 } else { 32 };
+            // Two f32 per 32 values (d, and s for Q8_1).
+            (Kernel::QuantizeQ8, rows * k / 32 * 8, grid(blocks.div_ceil(64), 1)?, kind)
+        }
+    };
+    let device = &rec.backend.device;
+    let q = rec.backend.lock().exec.take(device, rows * k * 4);
+    let d = rec.backend.lock().exec.take(device, scale_bytes);
+    ops.push(rec.scratch_operand(3, &q));
+    ops.push(rec.scratch_operand(4, &d));
+    rec.dispatch(kernel, params(&[u(k)?, u(rows)?, kind, 0, 0, x_off]), ops, groups);
+    Ok((q, d))
 }
 
 fn with_node(mut p: [u32; PARAM_WORDS], node: NodeId) -> Result<[u32; PARAM_WORDS], BackendError> {

@@ -192,7 +192,7 @@ impl Kernel {
                     PointwiseOp::Mul => "return u * v;",
                     PointwiseOp::Scale => "return u * pf(5u);",
                     PointwiseOp::SwiGlu => "return f_mul(f_div(u, f_add(1.0, exp_f32(-u))), v);",
-                    PointwiseOp::GeGlu => "return mul_round(gelu(u), v);",
+                    PointwiseOp::GeGlu => "return f_mul(gelu(u), v);",
                 };
                 s += &include_str!("shaders/pointwise.wgsl").replace("OP_BODY", body);
             }

@@ -4,10 +4,6 @@ fn fma_exact(a: f32, b: f32, c: f32) -> f32 {
     return fma(a, b, c);
 }
 
-fn mul_round(a: f32, b: f32) -> f32 {
-    return a * b;
-}
-
 fn exp_f32(x: f32) -> f32 {
     return exp(x);
 }

@@ -71,9 +71,9 @@ fn score(kb: u32, hd: u32) -> f32 {
     for (var l = 0u; l < 8u; l++) {
         v[l] = a0[l] + a1[l];
     }
-    var s = ((v[4] + v[0]) + (v[6] + v[2])) + ((v[5] + v[1]) + (v[7] + v[3]));
+    var s = hsum8(v);
     for (; i < hd; i++) {
-        s = s + mul_round(qs[i], cache_at(true, pu(8u), kb + i));
+        s = s + f_mul(qs[i], cache_at(true, pu(8u), kb + i));
     }
     return pf(4u) * s;
 }
@@ -168,7 +168,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 if (d < hd8) {
                     acc[i] = fma_exact(e, v, acc[i]);
                 } else {
-                    acc[i] = acc[i] + mul_round(e, v);
+                    acc[i] = acc[i] + f_mul(e, v);
                 }
             }
         }

@@ -75,3 +75,9 @@ fn bf16_bits(f: f32) -> u32 {
     }
     return (x + 0x7fffu + ((x >> 16u) & 1u)) >> 16u;
 }
+
+// The sum of eight lanes in the order x86's 256-bit horizontal sum adds them (the CPU backend's
+// hsum_ps): ((v4 + v0) + (v6 + v2)) + ((v5 + v1) + (v7 + v3)).
+fn hsum8(v: array<f32, 8>) -> f32 {
+    return ((v[4] + v[0]) + (v[6] + v[2])) + ((v[5] + v[1]) + (v[7] + v[3]));
+}

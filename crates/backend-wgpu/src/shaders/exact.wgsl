@@ -9,10 +9,6 @@ fn fma_exact(a: f32, b: f32, c: f32) -> f32 {
     return f32(f64(a) * f64(b) + f64(c));
 }
 
-fn mul_round(a: f32, b: f32) -> f32 {
-    return f32(f64(a) * f64(b));
-}
-
 // 2^(j/32), j < 32, as doubles: the table glibc's expf scales by.
 const EXP2_J_32 = array<f64, 32>(
     1.0, 1.0218971486541166, 1.0442737824274138, 1.0671404006768237,

@@ -105,13 +105,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 var sumi: i32;
                 var d: f32;
                 if (TYPE == 2u) {
-                    d = mul_round(dy, wf16(o + 208u));
+                    d = f_mul(dy, wf16(o + 208u));
                     sumi = lane_q6_k(o, base, l);
                 } else {
-                    d = mul_round(dy, wf16(o));
+                    d = f_mul(dy, wf16(o));
                     sumi = lane_q45_k(o, base, l, TYPE == 1u);
                     if (l == 0u) {
-                        acc_m[r] = acc_m[r] - mul_round(mul_round(dy, wf16(o + 2u)), f32(min_sum(o, base)));
+                        acc_m[r] = acc_m[r] - f_mul(f_mul(dy, wf16(o + 2u)), f32(min_sum(o, base)));
                     }
                 }
                 acc[r] = fma_exact(d, f32(sumi), acc[r]);
@@ -131,7 +131,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var j = 0u; j < 8u; j++) {
             v[j] = lanes[g + j];
         }
-        let sum = ((v[4] + v[0]) + (v[6] + v[2])) + ((v[5] + v[1]) + (v[7] + v[3]));
+        let sum = hsum8(v);
         y[pu(6u) + (n0 + r) * pu(7u) + pu(8u) + m] = sum + mins[g];
     }
 }

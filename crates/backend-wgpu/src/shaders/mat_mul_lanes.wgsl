@@ -107,7 +107,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var j = 0u; j < 8u; j++) {
             v[j] = lanes[g + j] + lanes[g + 8u + j];
         }
-        let sum = ((v[4] + v[0]) + (v[6] + v[2])) + ((v[5] + v[1]) + (v[7] + v[3]));
+        let sum = hsum8(v);
         var total = sum;
         if (TYPE == 1u || TYPE == 3u) {
             total = sum + (offsets[g] + offsets[g + 8u]);

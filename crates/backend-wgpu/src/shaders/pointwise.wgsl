@@ -8,9 +8,9 @@
 
 // ggml's gelu_f32 (the tanh form), each product rounded as the CPU rounds it.
 fn gelu(x: f32) -> f32 {
-    let inner = 1.0 + mul_round(mul_round(0.044715, x), x);
-    let t = tanh_f32(mul_round(mul_round(0.7978846, x), inner));
-    return mul_round(mul_round(0.5, x), 1.0 + t);
+    let inner = 1.0 + f_mul(f_mul(0.044715, x), x);
+    let t = tanh_f32(f_mul(f_mul(0.7978846, x), inner));
+    return f_mul(f_mul(0.5, x), 1.0 + t);
 }
 
 fn apply(u: f32, v: f32) -> f32 {

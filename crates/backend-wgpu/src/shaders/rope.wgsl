@@ -45,8 +45,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let u = x[xb + d];
     let v = x[xb + other];
     if (first) {
-        y[pu(9u) + t] = mul_round(u, c) - mul_round(v, s);
+        y[pu(9u) + t] = f_mul(u, c) - f_mul(v, s);
     } else {
-        y[pu(9u) + t] = mul_round(v, s) + mul_round(u, c);
+        y[pu(9u) + t] = f_mul(v, s) + f_mul(u, c);
     }
 }
