@@ -25,26 +25,12 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-VERSION="${LLAMA_CPP_VERSION:-0.3.36}"
-BENCH_DIR="${BENCH_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tessera/bench}"
-mkdir -p "$BENCH_DIR"
-SRC="$BENCH_DIR/llama_cpp_python-$VERSION/vendor/llama.cpp"
+source bench/llama-cpp-source.sh
 BIN="$SRC/build/bin"
 
 if [ ! -x "$BIN/llama-bench" ] || [ ! -x "$BIN/llama-quantize" ]; then
-  if [ ! -d "$SRC" ]; then
-    python3 -m pip install --quiet scikit-build-core numpy gguf
-    # --no-binary/--no-build-isolation: fetch the sdist itself, without building cmake from source.
-    python3 -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
-      -d "$BENCH_DIR" "llama-cpp-python==$VERSION"
-    tar -xzf "$BENCH_DIR/llama_cpp_python-$VERSION.tar.gz" -C "$BENCH_DIR"
-  fi
-  if command -v clang >/dev/null; then
-    CC_FLAGS=(-DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++)
-  else
-    NOAMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-    CC_FLAGS=(-DCMAKE_C_FLAGS="$NOAMX" -DCMAKE_CXX_FLAGS="$NOAMX")
-  fi
+  llama_cpp_source
+  llama_cpp_cc_flags
   cmake -S "$SRC" -B "$SRC/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
     "${CC_FLAGS[@]}" >/dev/null
   cmake --build "$SRC/build" -j"$(nproc)" --target llama-bench llama-quantize >/dev/null

@@ -17,7 +17,7 @@
 #                    wgpu-relaxed the relaxed numerics)
 #   GGML_VK_VISIBLE_DEVICES  llama.cpp's device index (default 0: without it, llama.cpp skips
 #                    software drivers and silently runs on the CPU)
-#   LLAMA_CPP_VERSION, BENCH_DIR  as for bench/compare-llama-cpp.sh
+#   LLAMA_CPP_VERSION, BENCH_DIR  see bench/llama-cpp-source.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,24 +31,14 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-VERSION="${LLAMA_CPP_VERSION:-0.3.36}"
-BENCH_DIR="${BENCH_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tessera/bench}"
+source bench/llama-cpp-source.sh
 BACKEND="${TESSERA_BACKEND:-wgpu}"
 export GGML_VK_VISIBLE_DEVICES="${GGML_VK_VISIBLE_DEVICES:-0}"
-mkdir -p "$BENCH_DIR"
-SRC="$BENCH_DIR/llama_cpp_python-$VERSION/vendor/llama.cpp"
 BIN="$SRC/build-vulkan/bin"
 
 if [ ! -x "$BIN/llama-bench" ]; then
-  if [ ! -d "$SRC" ]; then
-    python3 -m pip install --quiet scikit-build-core numpy gguf
-    # --no-binary/--no-build-isolation: fetch the sdist itself, without building cmake from source.
-    python3 -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
-      -d "$BENCH_DIR" "llama-cpp-python==$VERSION"
-    tar -xzf "$BENCH_DIR/llama_cpp_python-$VERSION.tar.gz" -C "$BENCH_DIR"
-  fi
-  CC_FLAGS=()
-  if command -v clang >/dev/null; then CC_FLAGS=(-DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++); fi
+  llama_cpp_source
+  llama_cpp_cc_flags
   cmake -S "$SRC" -B "$SRC/build-vulkan" -DCMAKE_BUILD_TYPE=Release -DGGML_VULKAN=ON -DLLAMA_CURL=OFF \
     "${CC_FLAGS[@]}" >/dev/null
   cmake --build "$SRC/build-vulkan" -j"$(nproc)" --target llama-bench >/dev/null
