@@ -62,6 +62,16 @@ fn device_error(message: impl Into<String>) -> BackendError {
     BackendError::Device { backend: "wgpu".into(), message: message.into() }
 }
 
+/// A host-readable buffer of `len` bytes that copies land in.
+pub(crate) fn staging_buffer(device: &wgpu::Device, len: u64) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("read back"),
+        size: len,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
 /// Rounds up to wgpu's copy granularity.
 pub(crate) fn align4(n: usize) -> usize {
     n.div_ceil(4) * 4
@@ -159,15 +169,15 @@ impl WgpuBackend {
 
     /// Reads `range` (4-aligned) of a buffer back to the host.
     pub(crate) fn read_back(&self, buffer: &wgpu::Buffer, start: u64, len: u64) -> Result<Vec<u8>, BackendError> {
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("read back"),
-            size: len,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staging = staging_buffer(&self.device, len);
         let mut encoder = self.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(buffer, start, &staging, 0, len);
         self.queue.submit([encoder.finish()]);
+        self.read_staging(&staging)
+    }
+
+    /// Waits for everything submitted, then reads a staging buffer whose copy was among it.
+    pub(crate) fn read_staging(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>, BackendError> {
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use tessera_backend::{Backend, BackendError, BufferId, Graph, NodeId, Op, RopeStyle};
 use tessera_core::DType;
 
-use crate::backend::{align4, Numerics, WgpuBackend};
+use crate::backend::{align4, staging_buffer, Numerics, WgpuBackend};
 use crate::kernels::{self, Kernel, PointwiseOp, ERROR_BINDING};
 
 /// Bytes between two parameter blocks (wgpu's largest uniform offset alignment).
@@ -20,6 +20,8 @@ const MAX_GROUPS: u32 = 65535;
 
 /// What survives between graphs: the scratch pool, the parameter buffer and the error buffers.
 pub(crate) struct Executor {
+    /// Where the error words are copied at the end of each graph, in the same submission.
+    error_readback: wgpu::Buffer,
     free: Vec<wgpu::Buffer>,
     /// Buffers for data written from the host (`queue.write_buffer` lands before the whole
     /// command buffer runs, so these never hold a value computed in the same graph).
@@ -36,7 +38,8 @@ impl Executor {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        Executor { free: Vec::new(), host_free: Vec::new(), params: None, errors }
+        let error_readback = staging_buffer(device, 16);
+        Executor { error_readback, free: Vec::new(), host_free: Vec::new(), params: None, errors }
     }
 
     /// The smallest pooled buffer of at least `bytes`, or a new one.
@@ -615,6 +618,7 @@ fn submit(backend: &WgpuBackend, steps: Vec<Step>) -> Result<(), BackendError> {
     }
     let params_buffer = st.exec.params.clone().expect("created above");
     let errors = st.exec.errors.clone();
+    let error_readback = st.exec.error_readback.clone();
     let mut block = vec![0u8; dispatches * PARAM_STRIDE];
     let mut slot = 0;
     for s in &steps {
@@ -675,11 +679,13 @@ fn submit(backend: &WgpuBackend, steps: Vec<Step>) -> Result<(), BackendError> {
     }
     drop(pass);
     drop(st);
+    // The error words travel back with the graph: one submission, one wait.
+    encoder.copy_buffer_to_buffer(&errors, 0, &error_readback, 0, 16);
     backend.queue.submit([encoder.finish()]);
     if let Some(e) = pollster::block_on(scope.pop()) {
         return Err(device_error(e.to_string()));
     }
-    let words = backend.read_back(&errors, 0, 16)?;
+    let words = backend.read_staging(&error_readback)?;
     let word = |k: usize| u32::from_le_bytes(words[4 * k..4 * k + 4].try_into().expect("4 bytes"));
     match word(0) {
         0 => Ok(()),
