@@ -4,17 +4,12 @@
 use std::sync::Arc;
 
 use tessera_backend::Backend;
-use tessera_backend_wgpu::{Numerics, WgpuBackend};
+use tessera_backend_wgpu::Numerics;
+
+mod common;
 
 fn conformance(numerics: Numerics) {
-    let backend = match WgpuBackend::new(None, numerics) {
-        Ok(b) => b,
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("skipped: {e}");
-            return;
-        }
-        Err(e) => panic!("CI runs the wgpu backend on lavapipe: {e}"),
-    };
+    let Some(backend) = common::adapter(numerics) else { return };
     eprintln!("adapter: {}", backend.info().name);
     let report = tessera_backend_tests::run_conformance(Arc::new(backend));
     eprintln!("{report}");

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use tessera_backend::{Backend, DType, GraphBuilder, OwnedBuffer, TensorRef};
 use tessera_backend_cpu::CpuBackend;
-use tessera_backend_wgpu::{Numerics, WgpuBackend};
+use tessera_backend_wgpu::Numerics;
+
+mod common;
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -32,12 +34,11 @@ fn run(backend: &Arc<dyn Backend>, swiglu: bool, gate: &[f32], up: &[f32]) -> Ve
 
 #[test]
 fn gated_units_match_the_cpu_bit_for_bit() {
-    let gpu: Arc<dyn Backend> = match WgpuBackend::new(None, Numerics::Exact) {
-        Ok(b) if b.info().name.contains("exact") => Arc::new(b),
-        Ok(_) => return,
-        Err(e) if std::env::var_os("CI").is_none() => return eprintln!("skipped: {e}"),
-        Err(e) => panic!("CI runs the wgpu backend on lavapipe: {e}"),
-    };
+    let Some(gpu) = common::adapter(Numerics::Exact) else { return };
+    if !gpu.info().name.contains("exact") {
+        return eprintln!("skipped: the adapter has no f64, so its numerics are not the CPU's");
+    }
+    let gpu: Arc<dyn Backend> = Arc::new(gpu);
     let cpu: Arc<dyn Backend> = Arc::new(CpuBackend::new(2));
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let n = 1 << 18;

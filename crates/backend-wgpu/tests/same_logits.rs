@@ -7,16 +7,14 @@ use std::sync::Arc;
 
 use tessera_backend::Backend;
 use tessera_backend_cpu::CpuBackend;
-use tessera_backend_wgpu::{Numerics, WgpuBackend};
+use tessera_backend_wgpu::Numerics;
 use tessera_runtime::{ContextOptions, LoadedModel, Logits};
 use tessera_testkit::{test_model, GEMMA3_270M, SMOLLM2};
 
+mod common;
+
 fn assert_same_logits(path: &Path, prompt: &[u32]) {
-    let gpu = match WgpuBackend::new(None, Numerics::Exact) {
-        Ok(b) => b,
-        Err(e) if std::env::var_os("CI").is_none() => return eprintln!("skipped: {e}"),
-        Err(e) => panic!("CI runs the wgpu backend on lavapipe: {e}"),
-    };
+    let Some(gpu) = common::adapter(Numerics::Exact) else { return };
     if !gpu.info().name.contains("exact") {
         return eprintln!("skipped: the adapter has no f64, so its numerics are not the CPU's");
     }
