@@ -16,9 +16,15 @@ fi
 cargo run --quiet --bin tessera -- pull smollm2 gemma3-270m
 
 # The server's end-to-end test drives it with the official OpenAI client; the Kubernetes
-# manifests are validated against the Kubernetes schemas kubernetes-validate ships.
+# manifests are validated against the Kubernetes schemas kubernetes-validate ships; the ONNX
+# Runtime backend loads the onnxruntime package's library (and onnxruntime-qnn's QNN provider,
+# whose HTP backend emulates Qualcomm's NPU on x86-64), and the exported models are checked
+# with onnxruntime and onnx themselves.
 python3 -m pip install --quiet --disable-pip-version-check "openai==3.54.0" "jsonschema==4.26.0" \
-  "kubernetes-validate==1.37.0"
+  "kubernetes-validate==1.37.0" "onnxruntime==1.24.4" "onnx==1.23.2" "numpy<3"
+if [ "$(uname -sm)" = "Linux x86_64" ]; then
+  python3 -m pip install --quiet --disable-pip-version-check "onnxruntime-qnn==2.7.0"
+fi
 
 # Debian packages: the planner's HTML report test renders in headless Chromium; the wgpu
 # backend's tests run on Mesa's software Vulkan driver (lavapipe) where there is no GPU.

@@ -5,10 +5,14 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use tessera_backend::Backend;
 use tessera_backend_cpu::CpuBackend;
+use tessera_backend_ort::{OrtBackend, OrtOptions, Provider};
 use tessera_backend_wgpu::{Numerics, WgpuBackend};
 
+use crate::DeviceArgs;
+
 /// Backend names accepted by `--backend`.
-pub const BACKENDS: &[&str] = &["cpu", "wgpu", "wgpu:N", "wgpu-relaxed", "wgpu-relaxed:N"];
+pub const BACKENDS: &[&str] =
+    &["cpu", "wgpu", "wgpu:N", "wgpu-relaxed", "wgpu-relaxed:N", "ort:cpu", "ort:qnn", "ort:cann", "ort:openvino"];
 
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
@@ -24,12 +28,32 @@ pub struct Selected {
 /// `tessera devices`), rounding as the CPU does; `wgpu-relaxed` and `wgpu-relaxed:N` round
 /// within the conformance tolerances instead, without f64 (f16 and subgroups where the adapter
 /// has them).
-pub fn create(name: &str, threads: Option<usize>) -> Result<Selected> {
+///
+/// `ort:cpu`, `ort:qnn`, `ort:cann` and `ort:openvino` compile each graph with ONNX Runtime's
+/// execution provider of that name (`device.ep_opt` passed to it).
+pub fn create(name: &str, threads: Option<usize>, device: &DeviceArgs) -> Result<Selected> {
     let threads = threads.unwrap_or_else(default_threads);
     if threads == 0 {
         bail!("--threads must be at least 1");
     }
     let cpu = || Arc::new(CpuBackend::new(threads)) as Arc<dyn Backend>;
+    let fallback = || if device.no_cpu_fallback { None } else { Some(cpu()) };
+    if let Some(provider) = name.strip_prefix("ort:") {
+        let provider = Provider::from_name(provider)
+            .with_context(|| format!("unknown ONNX Runtime provider {provider:?} (cpu, qnn, cann, openvino)"))?;
+        let mut options = OrtOptions::new(provider);
+        options.threads = threads;
+        options.no_cpu_fallback = device.no_cpu_fallback;
+        for opt in &device.ep_opt {
+            let (k, v) = opt.split_once('=').with_context(|| format!("--ep-opt {opt:?} is not KEY=VALUE"))?;
+            options.ep_options.push((k.to_string(), v.to_string()));
+        }
+        let ort = OrtBackend::new(options).with_context(|| format!("backend {name}"))?;
+        return Ok(Selected { backend: Arc::new(ort), cpu_fallback: fallback() });
+    }
+    if !device.ep_opt.is_empty() {
+        bail!("--ep-opt is for the ONNX Runtime backends (ort:*), not {name}");
+    }
     let (kind, index) = match name.split_once(':') {
         Some((kind, index)) => {
             let index = index
@@ -44,7 +68,7 @@ pub fn create(name: &str, threads: Option<usize>) -> Result<Selected> {
         ("wgpu" | "wgpu-relaxed", index) => {
             let numerics = if kind == "wgpu-relaxed" { Numerics::Relaxed } else { Numerics::Exact };
             let gpu = WgpuBackend::new(index, numerics).with_context(|| format!("backend {name}"))?;
-            Ok(Selected { backend: Arc::new(gpu), cpu_fallback: Some(cpu()) })
+            Ok(Selected { backend: Arc::new(gpu), cpu_fallback: fallback() })
         }
         _ => bail!("unknown backend {name:?} (available: {})", BACKENDS.join(", ")),
     }
@@ -53,7 +77,7 @@ pub fn create(name: &str, threads: Option<usize>) -> Result<Selected> {
 pub fn print_devices() -> Result<()> {
     let gib =
         |b: Option<u64>| b.map_or("unknown".to_string(), |b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64));
-    let info = create("cpu", None)?.backend.info();
+    let info = create("cpu", None, &DeviceArgs::default())?.backend.info();
     println!(
         "cpu     {} ({:?}), memory {} total, {} free",
         info.name,

@@ -38,6 +38,8 @@ pub struct BenchArgs {
     /// Compute backend (see `tessera devices`).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
+    #[command(flatten)]
+    pub device: crate::DeviceArgs,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Md)]
     pub output: Output,
@@ -101,7 +103,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("| ------------------------------ | ---------: | ---------: | ------- | ------: | ------------: | -------------------: | --------: |");
     }
     for &n_threads in &threads {
-        let selected = backends::create(&args.backend, Some(n_threads))?;
+        let selected = backends::create(&args.backend, Some(n_threads), &args.device)?;
         let model = LoadedModel::load(&path, selected.backend, selected.cpu_fallback)
             .with_context(|| format!("loading {}", path.display()))?;
         let mut ctx = model.new_context(ContextOptions { n_ctx, n_batch: args.n_batch, kv_type: DType::F16 })?;

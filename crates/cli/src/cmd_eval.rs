@@ -167,7 +167,14 @@ fn compare(args: CompareArgs) -> Result<()> {
     let models = args
         .models
         .iter()
-        .map(|m| load_model(&ComputeArgs { model: m.clone(), threads: args.threads, backend: args.backend.clone() }))
+        .map(|m| {
+            load_model(&ComputeArgs {
+                model: m.clone(),
+                threads: args.threads,
+                backend: args.backend.clone(),
+                device: Default::default(),
+            })
+        })
         .collect::<Result<Vec<LoadedModel>>>()?;
     let names: Vec<String> = args.models.iter().map(|m| display_name(m)).collect();
     let start = Instant::now();

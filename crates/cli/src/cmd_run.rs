@@ -101,7 +101,7 @@ pub fn run(args: RunArgs) -> Result<()> {
 
 pub fn load_model(compute: &ComputeArgs) -> Result<LoadedModel> {
     let path = model_store::resolve(&compute.model, false)?;
-    let selected = backends::create(&compute.backend, compute.threads)?;
+    let selected = backends::create(&compute.backend, compute.threads, &compute.device)?;
     LoadedModel::load(Path::new(&path), selected.backend, selected.cpu_fallback)
         .with_context(|| format!("loading {}", path.display()))
 }

@@ -65,6 +65,22 @@ pub struct ComputeArgs {
     /// has them, no f64; within the conformance tolerances).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// Options of the backends that hand graphs to a vendor's runtime (`ort:*`).
+#[derive(Args, Clone, Debug, Default)]
+pub struct DeviceArgs {
+    /// An option for the ONNX Runtime execution provider, KEY=VALUE (repeatable), passed as
+    /// given (e.g. `backend_type=htp` for QNN, `device_type=CPU` for OpenVINO);
+    /// `ep_library=PATH` names the provider's plugin library.
+    #[arg(long = "ep-opt", value_name = "KEY=VALUE")]
+    pub ep_opt: Vec<String>,
+    /// Fail instead of running on the CPU what the chosen device does not take (ONNX Runtime
+    /// nodes left to its CPU kernels; ops a GPU backend declines).
+    #[arg(long)]
+    pub no_cpu_fallback: bool,
 }
 
 #[derive(Args)]
@@ -79,10 +95,9 @@ struct PullArgs {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         // Warnings by default, and the server's one line per request.
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tessera_server=info,tessera_router=info")),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("warn,tessera_server=info,tessera_router=info,tessera_backend_ort=info")
+        }))
         .with_writer(std::io::stderr)
         .init();
     let cli = match Cli::try_parse() {

@@ -1,0 +1,496 @@
+//! [`OrtBackend`]: host buffers, sessions cached by graph structure, stores written back.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use ort::logging::LogLevel;
+use ort::session::Session;
+use ort::value::{DynValue, Tensor};
+use prost::Message;
+use tessera_backend::{Backend, BackendError, BufferId, DeviceInfo, DeviceKind, Graph, HostBytes, NodeId, Op};
+use tessera_onnx::host::{self, HostTensor};
+use tessera_onnx::proto::data_type;
+use tessera_onnx::{
+    classify_leaves, translate, BufferReader, LeafRole, OnnxError, OnnxInput, Precision, StoreOutput, WeightBlob,
+    WEIGHTS_FILE,
+};
+
+use crate::runtime;
+
+/// The execution provider a session is compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    /// ONNX Runtime's own CPU kernels.
+    Cpu,
+    /// Qualcomm's QNN (Hexagon HTP; emulated on x86-64 by the `onnxruntime-qnn` package).
+    Qnn,
+    /// Huawei Ascend through CANN.
+    Cann,
+    /// Intel CPUs, GPUs and NPUs through OpenVINO.
+    OpenVino,
+}
+
+impl Provider {
+    pub fn from_name(name: &str) -> Option<Provider> {
+        match name {
+            "cpu" => Some(Provider::Cpu),
+            "qnn" => Some(Provider::Qnn),
+            "cann" => Some(Provider::Cann),
+            "openvino" => Some(Provider::OpenVino),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Cpu => "cpu",
+            Provider::Qnn => "qnn",
+            Provider::Cann => "cann",
+            Provider::OpenVino => "openvino",
+        }
+    }
+
+    /// ONNX Runtime's name for the provider.
+    pub fn ep_name(self) -> &'static str {
+        match self {
+            Provider::Cpu => "CPUExecutionProvider",
+            Provider::Qnn => "QNNExecutionProvider",
+            Provider::Cann => "CANNExecutionProvider",
+            Provider::OpenVino => "OpenVINOExecutionProvider",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct OrtOptions {
+    pub provider: Provider,
+    /// Passed to the provider as they are, except `ep_library` (the plugin library to load).
+    pub ep_options: Vec<(String, String)>,
+    /// Refuse a session in which the provider leaves any node to ONNX Runtime's CPU kernels.
+    pub no_cpu_fallback: bool,
+    /// Threads for ONNX Runtime's CPU kernels.
+    pub threads: usize,
+    pub precision: Precision,
+}
+
+impl OrtOptions {
+    pub fn new(provider: Provider) -> OrtOptions {
+        OrtOptions { provider, ep_options: Vec::new(), no_cpu_fallback: false, threads: 1, precision: Precision::Fp32 }
+    }
+}
+
+enum Storage {
+    Owned(Vec<u8>),
+    Mapped(HostBytes),
+}
+
+struct Buffer {
+    storage: Storage,
+    /// Changes whenever the contents change, so sessions holding them as weights are rebuilt.
+    generation: u64,
+}
+
+impl Buffer {
+    fn bytes(&self) -> &[u8] {
+        match &self.storage {
+            Storage::Owned(v) => v,
+            Storage::Mapped(m) => m.as_ref().as_ref(),
+        }
+    }
+}
+
+struct Compiled {
+    session: Mutex<Session>,
+    inputs: Vec<OnnxInput>,
+    outputs: Vec<StoreOutput>,
+    id_checks: Vec<(NodeId, NodeId, usize)>,
+}
+
+/// Sessions kept at most; the least recently used goes first.
+const MAX_SESSIONS: usize = 16;
+
+pub struct OrtBackend {
+    options: OrtOptions,
+    buffers: RwLock<HashMap<BufferId, Buffer>>,
+    next_id: AtomicU64,
+    generation: AtomicU64,
+    weights: Mutex<Weights>,
+    sessions: Mutex<Vec<(String, Arc<Compiled>)>>,
+}
+
+struct Weights {
+    blob: WeightBlob,
+    /// The blob as sessions read it, rebuilt when it grows.
+    shared: Arc<[u8]>,
+}
+
+fn device_error(message: impl Into<String>) -> BackendError {
+    BackendError::Device { backend: "ort".into(), message: message.into() }
+}
+
+fn onnx_error(e: OnnxError) -> BackendError {
+    match e {
+        OnnxError::InvalidInput { node, op, message } => BackendError::InvalidInput { node, op: op.into(), message },
+        OnnxError::Untranslatable { node, op, .. } => {
+            BackendError::Unsupported { backend: "ort".into(), node, op: op.into() }
+        }
+        other => device_error(other.to_string()),
+    }
+}
+
+impl OrtBackend {
+    /// Loads ONNX Runtime and checks that the provider can be set up; no session is built yet.
+    pub fn new(options: OrtOptions) -> Result<OrtBackend, BackendError> {
+        let env = runtime::environment().map_err(device_error)?;
+        if options.provider == Provider::Qnn {
+            let path = qnn_library(&options.ep_options)?;
+            runtime::register_plugin(env, Provider::Qnn.ep_name(), &path).map_err(device_error)?;
+            if !env.devices().any(|d| d.ep().ok() == Some(Provider::Qnn.ep_name())) {
+                let found: Vec<String> = env.devices().filter_map(|d| d.ep().ok().map(str::to_string)).collect();
+                return Err(device_error(format!("{} offers no QNN device (devices: {found:?})", path.display())));
+            }
+        }
+        let backend = OrtBackend {
+            options,
+            buffers: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            generation: AtomicU64::new(1),
+            weights: Mutex::new(Weights { blob: WeightBlob::new(), shared: Arc::from(Vec::new()) }),
+            sessions: Mutex::new(Vec::new()),
+        };
+        Ok(backend)
+    }
+
+    pub fn options(&self) -> &OrtOptions {
+        &self.options
+    }
+
+    /// The structure of a graph as far as a compiled session depends on it: ops without store
+    /// rows, shapes, and the identity of weight leaves.
+    fn structure_key(&self, graph: &Graph, roles: &[Option<LeafRole>]) -> String {
+        let buffers = self.buffers.read().unwrap_or_else(|e| e.into_inner());
+        let mut key = String::with_capacity(graph.len() * 48);
+        for (id, n) in graph.nodes().iter().enumerate() {
+            match (&n.op, roles[id]) {
+                (Op::Leaf(t), Some(LeafRole::Weight)) => {
+                    let generation = buffers.get(&t.buffer).map_or(0, |b| b.generation);
+                    let _ = write!(key, "W{}@{}#{}", t.buffer.0, t.offset, generation);
+                }
+                (Op::Leaf(_), role) => {
+                    let _ = write!(key, "{role:?}");
+                }
+                (Op::Store { .. }, _) => key.push_str("Store"),
+                (op, _) => {
+                    let _ = write!(key, "{op:?}");
+                }
+            }
+            let _ = write!(key, "{:?}{}{:?};", n.inputs, n.dtype, n.shape.dims());
+        }
+        key
+    }
+
+    fn compiled(&self, graph: &Graph) -> Result<Arc<Compiled>, BackendError> {
+        let roles = classify_leaves(graph);
+        let key = self.structure_key(graph, &roles);
+        {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = sessions.iter().position(|(k, _)| *k == key) {
+                let entry = sessions.remove(i);
+                let compiled = entry.1.clone();
+                sessions.push(entry);
+                return Ok(compiled);
+            }
+        }
+        let (translation, shared) = {
+            let mut weights = self.weights.lock().unwrap_or_else(|e| e.into_inner());
+            let before = weights.blob.data.len();
+            let t = translate(graph, &roles, self.options.precision, &mut weights.blob, &Reader(self))
+                .map_err(onnx_error)?;
+            if weights.blob.data.len() != before || weights.shared.is_empty() {
+                weights.shared = Arc::from(weights.blob.data.clone());
+            }
+            (t, weights.shared.clone())
+        };
+        let model = translation.model.encode_to_vec();
+        let session = self.build_session(&model, shared)?;
+        let compiled = Arc::new(Compiled {
+            session: Mutex::new(session),
+            inputs: translation.inputs,
+            outputs: translation.outputs,
+            id_checks: translation.id_checks,
+        });
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.remove(0);
+        }
+        sessions.push((key, compiled.clone()));
+        Ok(compiled)
+    }
+
+    fn build_session(&self, model: &[u8], weights: Arc<[u8]>) -> Result<Session, BackendError> {
+        let env = runtime::environment().map_err(device_error)?;
+        let o = &self.options;
+        let err = |e: ort::Error| device_error(format!("{} session: {e}", o.provider.ep_name()));
+        let mut builder = Session::builder(env)
+            .map_err(err)?
+            .with_intra_threads(o.threads)
+            .map_err(|e| err(e.into()))?
+            .with_log_level(LogLevel::Verbose)
+            .map_err(|e| err(e.into()))?;
+        if !weights.is_empty() {
+            builder =
+                builder.with_external_initializer_file_in_memory(WEIGHTS_FILE, weights).map_err(|e| err(e.into()))?;
+        }
+        if o.no_cpu_fallback {
+            builder = builder.with_config_entry("session.disable_cpu_ep_fallback", "1").map_err(|e| err(e.into()))?;
+        }
+        let passed: Vec<(String, String)> = o.ep_options.iter().filter(|(k, _)| k != "ep_library").cloned().collect();
+        builder = match o.provider {
+            Provider::Cpu => builder,
+            Provider::Qnn => {
+                let ep = Provider::Qnn.ep_name();
+                let mut opts: Vec<(String, String)> =
+                    passed.iter().map(|(k, v)| (format!("{ep}.{k}"), v.clone())).collect();
+                if !passed.iter().any(|(k, _)| k == "backend_type" || k == "backend_path") {
+                    opts.push((format!("{ep}.backend_type"), "htp".into()));
+                }
+                let devices = env.devices().filter(|d| d.ep().ok() == Some(ep));
+                builder.with_devices(devices, Some(&opts)).map_err(|e| err(e.into()))?
+            }
+            Provider::Cann => {
+                let mut ep = ort::ep::CANN::default();
+                for (k, v) in &passed {
+                    ep = ort::ep::ArbitrarilyConfigurableExecutionProvider::with_arbitrary_config(ep, k, v);
+                }
+                builder.with_execution_providers([ep.build().error_on_failure()]).map_err(|e| err(e.into()))?
+            }
+            Provider::OpenVino => {
+                let mut ep = ort::ep::OpenVINO::default();
+                for (k, v) in &passed {
+                    ep = ort::ep::ArbitrarilyConfigurableExecutionProvider::with_arbitrary_config(ep, k, v);
+                }
+                builder.with_execution_providers([ep.build().error_on_failure()]).map_err(|e| err(e.into()))?
+            }
+        };
+        let _capture = runtime::capture_placement();
+        let session = builder.commit_from_memory(model).map_err(err)?;
+        for line in runtime::placement_lines() {
+            tracing::info!(provider = o.provider.name(), "{line}");
+        }
+        Ok(session)
+    }
+
+    fn write(&self, w: host::Write) -> Result<(), BackendError> {
+        let mut buffers = self.buffers.write().unwrap_or_else(|e| e.into_inner());
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        let buf = buffers.get_mut(&w.buffer).ok_or(BackendError::UnknownBuffer(w.buffer))?;
+        let size = buf.bytes().len();
+        let Storage::Owned(data) = &mut buf.storage else {
+            return Err(device_error(format!("buffer {:?} maps read-only host memory", w.buffer)));
+        };
+        let end = w.offset.checked_add(w.bytes.len()).filter(|&e| e <= size).ok_or(BackendError::OutOfBounds {
+            buffer: w.buffer,
+            offset: w.offset,
+            len: w.bytes.len(),
+            size,
+        })?;
+        data[w.offset..end].copy_from_slice(&w.bytes);
+        buf.generation = generation;
+        Ok(())
+    }
+
+    /// Every leaf names a live buffer and lies inside it.
+    fn check_leaves(&self, graph: &Graph) -> Result<(), BackendError> {
+        let buffers = self.buffers.read().unwrap_or_else(|e| e.into_inner());
+        for (id, n) in graph.nodes().iter().enumerate() {
+            if let Op::Leaf(t) = n.op {
+                let buf = buffers.get(&t.buffer).ok_or(BackendError::UnknownBuffer(t.buffer))?;
+                let len = n.dtype.bytes_for(n.shape.count()).map_err(|e| BackendError::InvalidInput {
+                    node: id,
+                    op: "leaf".into(),
+                    message: e.to_string(),
+                })?;
+                let size = buf.bytes().len();
+                if t.offset.checked_add(len).is_none_or(|end| end > size) {
+                    return Err(BackendError::OutOfBounds { buffer: t.buffer, offset: t.offset, len, size });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn changed(&self, buffer: BufferId) {
+        self.weights.lock().unwrap_or_else(|e| e.into_inner()).blob.forget(buffer);
+    }
+}
+
+/// The plugin library of the QNN provider: `ep_library=PATH`, `TESSERA_QNN_EP_LIBRARY`, or the
+/// `onnxruntime_qnn` Python package.
+fn qnn_library(options: &[(String, String)]) -> Result<PathBuf, BackendError> {
+    const NAME: &str = "libonnxruntime_providers_qnn.so";
+    if let Some((_, path)) = options.iter().find(|(k, _)| k == "ep_library") {
+        return Ok(PathBuf::from(path));
+    }
+    if let Ok(path) = std::env::var("TESSERA_QNN_EP_LIBRARY") {
+        return Ok(PathBuf::from(path));
+    }
+    match runtime::python_package_dir("onnxruntime_qnn") {
+        Some(dir) if dir.join(NAME).is_file() => Ok(dir.join(NAME)),
+        _ => Err(device_error(format!(
+            "the QNN execution provider library ({NAME}) was not found: install the onnxruntime-qnn Python package, \
+             or pass --ep-opt ep_library=PATH"
+        ))),
+    }
+}
+
+struct Reader<'a>(&'a OrtBackend);
+
+impl BufferReader for Reader<'_> {
+    fn read(&self, buffer: BufferId, offset: usize, len: usize) -> Result<Vec<u8>, String> {
+        let buffers = self.0.buffers.read().unwrap_or_else(|e| e.into_inner());
+        let buf = buffers.get(&buffer).ok_or_else(|| format!("unknown buffer {buffer:?}"))?;
+        let bytes = buf.bytes();
+        offset
+            .checked_add(len)
+            .and_then(|end| bytes.get(offset..end))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| format!("{len} bytes at {offset} are outside buffer {buffer:?} of {} bytes", bytes.len()))
+    }
+}
+
+fn to_value(t: HostTensor) -> Result<DynValue, ort::Error> {
+    let dims: Vec<i64> = t.dims.iter().map(|&d| d as i64).collect();
+    let b = &t.bytes;
+    Ok(match t.elem_type {
+        data_type::FLOAT => Tensor::from_array((
+            dims,
+            b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<_>>(),
+        ))?
+        .into_dyn(),
+        data_type::FLOAT16 => Tensor::from_array((
+            dims,
+            b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]])).collect::<Vec<_>>(),
+        ))?
+        .into_dyn(),
+        data_type::INT32 => Tensor::from_array((
+            dims,
+            b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<_>>(),
+        ))?
+        .into_dyn(),
+        _ => Tensor::from_array((
+            dims,
+            b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect::<Vec<_>>(),
+        ))?
+        .into_dyn(),
+    })
+}
+
+impl Backend for OrtBackend {
+    fn info(&self) -> DeviceInfo {
+        let lib = runtime::loaded_from().map(|p| p.display().to_string()).unwrap_or_default();
+        DeviceInfo {
+            backend: format!("ort:{}", self.options.provider.name()),
+            name: format!("ONNX Runtime {} ({lib})", self.options.provider.ep_name()),
+            kind: if self.options.provider == Provider::Cpu { DeviceKind::Cpu } else { DeviceKind::Accelerator },
+            memory_total: None,
+            memory_free: None,
+        }
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<BufferId, BackendError> {
+        let mut data = Vec::new();
+        data.try_reserve_exact(bytes)
+            .map_err(|e| BackendError::OutOfMemory { requested: bytes, detail: e.to_string() })?;
+        data.resize(bytes, 0);
+        let id = BufferId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        self.buffers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Buffer { storage: Storage::Owned(data), generation });
+        Ok(id)
+    }
+
+    fn free(&self, buffer: BufferId) {
+        self.buffers.write().unwrap_or_else(|e| e.into_inner()).remove(&buffer);
+        self.changed(buffer);
+    }
+
+    fn upload(&self, buffer: BufferId, offset: usize, data: &[u8]) -> Result<(), BackendError> {
+        self.write(host::Write { buffer, offset, bytes: data.to_vec() })?;
+        self.changed(buffer);
+        Ok(())
+    }
+
+    fn download(&self, buffer: BufferId, offset: usize, out: &mut [u8]) -> Result<(), BackendError> {
+        let buffers = self.buffers.read().unwrap_or_else(|e| e.into_inner());
+        let buf = buffers.get(&buffer).ok_or(BackendError::UnknownBuffer(buffer))?;
+        let bytes = buf.bytes();
+        let src = offset
+            .checked_add(out.len())
+            .and_then(|end| bytes.get(offset..end))
+            .ok_or(BackendError::OutOfBounds { buffer, offset, len: out.len(), size: bytes.len() })?;
+        out.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn supports_op(&self, graph: &Graph, node: NodeId) -> bool {
+        let n = graph.node(node);
+        match n.op {
+            // The translation reads these leaves' values; block types are dequantized into the
+            // weight blob, so every stored type works.
+            Op::Store { .. } | Op::StoreRows => {
+                matches!(graph.node(n.inputs[1]).dtype, tessera_backend::DType::F32 | tessera_backend::DType::F16)
+            }
+            // The ONNX graph computes only what reaches a store; a graph cut by the fallback may
+            // end at any op, whose value the runtime then needs: stores make it observable.
+            _ => true,
+        }
+    }
+
+    fn execute(&self, graph: &Graph) -> Result<(), BackendError> {
+        self.check_leaves(graph)?;
+        if !graph.nodes().iter().any(|n| n.op.is_store()) {
+            return Ok(());
+        }
+        let compiled = self.compiled(graph)?;
+        let reader = Reader(self);
+        host::check_ids(graph, &reader, &compiled.id_checks).map_err(onnx_error)?;
+        let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(compiled.inputs.len());
+        for input in &compiled.inputs {
+            let data = host::fill(graph, &reader, input).map_err(onnx_error)?;
+            let value = to_value(data).map_err(|e| device_error(format!("input {}: {e}", input.name)))?;
+            inputs.push((input.name.clone(), value));
+        }
+        let mut writes = Vec::new();
+        {
+            let mut session = compiled.session.lock().unwrap_or_else(|e| e.into_inner());
+            let outputs = session.run(inputs).map_err(|e| device_error(format!("run: {e}")))?;
+            for out in &compiled.outputs {
+                let (_, rows) = outputs[out.name.as_str()]
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| device_error(format!("output {}: {e}", out.name)))?;
+                writes.extend(host::store_writes(graph, &reader, out.store, rows).map_err(onnx_error)?);
+            }
+        }
+        for w in writes {
+            let buffer = w.buffer;
+            self.write(w)?;
+            self.changed(buffer);
+        }
+        Ok(())
+    }
+
+    fn map_host(&self, bytes: HostBytes) -> Option<Result<BufferId, BackendError>> {
+        let id = BufferId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        self.buffers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Buffer { storage: Storage::Mapped(bytes), generation });
+        Some(Ok(id))
+    }
+}

@@ -1,0 +1,236 @@
+//! What the host computes around a translated model: its inputs before a run (leaf bytes, rotary
+//! tables, attention masks, store rows, each checked as the contract requires) and the writes
+//! its outputs make afterwards.
+
+use tessera_backend::{BufferId, DType, Graph, NodeId, Op};
+
+use crate::proto::data_type;
+use crate::translate::{BufferReader, HostInput, OnnxInput, MASKED};
+use crate::OnnxError;
+
+/// One input's data: little-endian bytes of `elem_type` values in `dims`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    pub elem_type: i32,
+    pub dims: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+/// The leaf a view or a chain of stores ultimately lives in, with the byte offset inside it.
+pub fn leaf_storage(graph: &Graph, mut id: NodeId) -> Option<(NodeId, usize)> {
+    let mut total = 0;
+    loop {
+        let (node, offset) = graph.storage_of(id)?;
+        total += offset;
+        match graph.node(node).op {
+            Op::Leaf(_) => return Some((node, total)),
+            _ => id = graph.node(node).inputs[1],
+        }
+    }
+}
+
+fn leaf_bytes(graph: &Graph, reader: &dyn BufferReader, id: NodeId) -> Result<Vec<u8>, OnnxError> {
+    let node = graph.node(id);
+    let err = |message: String| OnnxError::Leaf { node: id, message };
+    let (leaf, offset) = leaf_storage(graph, id).ok_or_else(|| err("not stored in a buffer".into()))?;
+    let Op::Leaf(tensor) = graph.node(leaf).op else { return Err(err("not a leaf".into())) };
+    let len = node.dtype.bytes_for(node.shape.count()).map_err(|e| err(e.to_string()))?;
+    reader.read(tensor.buffer, tensor.offset + offset, len).map_err(err)
+}
+
+/// The I32 values of a leaf or a view of one.
+pub fn read_i32(graph: &Graph, reader: &dyn BufferReader, id: NodeId) -> Result<Vec<i32>, OnnxError> {
+    let bytes = leaf_bytes(graph, reader, id)?;
+    Ok(bytes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+fn invalid(graph: &Graph, node: NodeId, message: String) -> OnnxError {
+    OnnxError::InvalidInput { node, op: graph.node(node).op.name(), message }
+}
+
+/// Computes the data of `input` for a run of `graph`.
+pub fn fill(graph: &Graph, reader: &dyn BufferReader, input: &OnnxInput) -> Result<HostTensor, OnnxError> {
+    let bytes = match &input.source {
+        HostInput::Leaf { node } => leaf_bytes(graph, reader, *node)?,
+        HostInput::RopeCos { pos, rot_dims, base, freq_scale }
+        | HostInput::RopeSin { pos, rot_dims, base, freq_scale } => {
+            let cos = matches!(input.source, HostInput::RopeCos { .. });
+            let positions = read_i32(graph, reader, *pos)?;
+            let table = rope_table(&positions, *rot_dims, *base, *freq_scale, cos);
+            table.iter().flat_map(|v| v.to_le_bytes()).collect()
+        }
+        HostInput::Mask { pos, tables, rows, window, block_size } => {
+            let positions = read_i32(graph, reader, *pos)?;
+            let tables = match tables {
+                Some(t) => Some((read_i32(graph, reader, *t)?, graph.node(*t).shape.cols())),
+                None => None,
+            };
+            let mask = attention_mask(graph, *pos, &positions, tables.as_ref(), *rows, *window, *block_size)?;
+            mask.iter().flat_map(|v| v.to_le_bytes()).collect()
+        }
+        HostInput::Rows { store } => store_rows(graph, reader, *store)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    };
+    Ok(HostTensor { elem_type: input.elem_type, dims: input.dims.clone(), bytes })
+}
+
+/// Rotary cos or sin `[N, rot_dims / 2]`, the angles built as the CPU backend builds them.
+pub fn rope_table(positions: &[i32], rot_dims: usize, base: f32, freq_scale: f32, cos: bool) -> Vec<f32> {
+    let half = rot_dims / 2;
+    let theta_scale = base.powf(-2.0 / rot_dims as f32);
+    let mut out = Vec::with_capacity(positions.len() * half);
+    for &p in positions {
+        let mut theta = p as f32;
+        for _ in 0..half {
+            let angle = freq_scale * theta;
+            out.push(if cos { angle.cos() } else { angle.sin() });
+            theta *= theta_scale;
+        }
+    }
+    out
+}
+
+/// The additive mask `[N, rows]` of an `Attention` (no tables) or `PagedAttention` node whose
+/// positions input is `pos_node`.
+pub fn attention_mask(
+    graph: &Graph,
+    pos_node: NodeId,
+    positions: &[i32],
+    tables: Option<&(Vec<i32>, usize)>,
+    rows: usize,
+    window: Option<usize>,
+    block_size: usize,
+) -> Result<Vec<f32>, OnnxError> {
+    // Errors name the attention node reading these positions.
+    let user = (pos_node..graph.len())
+        .find(|&n| {
+            matches!(graph.node(n).op, Op::Attention { .. } | Op::PagedAttention { .. })
+                && graph.node(n).inputs[3] == pos_node
+        })
+        .unwrap_or(pos_node);
+    let mut mask = vec![MASKED; positions.len() * rows];
+    for (n, &p) in positions.iter().enumerate() {
+        let limit = match tables {
+            Some((_, blocks)) => blocks * block_size,
+            None => rows,
+        };
+        if p < 0 || p as usize >= limit {
+            return Err(invalid(
+                graph,
+                user,
+                format!("position {p} of row {n} is outside the cache of {limit} positions"),
+            ));
+        }
+        let p = p as usize;
+        let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
+        let row = &mut mask[n * rows..(n + 1) * rows];
+        for j in first..=p {
+            let r = match tables {
+                None => j,
+                Some((t, blocks)) => {
+                    let entry = t[n * blocks + j / block_size];
+                    let r = (entry as i64) * block_size as i64 + (j % block_size) as i64;
+                    if entry < 0 || r >= rows as i64 {
+                        return Err(invalid(
+                            graph,
+                            user,
+                            format!("block table entry {entry} of row {n} is outside the cache of {rows} rows"),
+                        ));
+                    }
+                    r as usize
+                }
+            };
+            row[r] = 0.0;
+        }
+    }
+    Ok(mask)
+}
+
+/// The destination rows of a store, checked: `row..row + N` for `Store`, the slots for
+/// `StoreRows` (inside the destination, distinct).
+pub fn store_rows(graph: &Graph, reader: &dyn BufferReader, store: NodeId) -> Result<Vec<i64>, OnnxError> {
+    let node = graph.node(store);
+    let dst = graph.node(node.inputs[1]);
+    let (capacity, width) = (dst.shape.rows(), dst.shape.cols());
+    let n = graph.node(node.inputs[0]).shape.count() / width.max(1);
+    match node.op {
+        Op::Store { row } => Ok((row..row + n).map(|r| r as i64).collect()),
+        Op::StoreRows => {
+            let slots = read_i32(graph, reader, node.inputs[2])?;
+            let mut seen = std::collections::HashSet::new();
+            for &s in &slots {
+                if s < 0 || s as usize >= capacity {
+                    return Err(invalid(
+                        graph,
+                        store,
+                        format!("slot {s} is outside the destination of {capacity} rows"),
+                    ));
+                }
+                if !seen.insert(s) {
+                    return Err(invalid(graph, store, format!("slot {s} is written twice")));
+                }
+            }
+            Ok(slots.iter().map(|&s| s as i64).collect())
+        }
+        _ => Err(invalid(graph, store, "not a store".into())),
+    }
+}
+
+/// Checks the ids of every `GetRows` against its table before a run.
+pub fn check_ids(
+    graph: &Graph,
+    reader: &dyn BufferReader,
+    checks: &[(NodeId, NodeId, usize)],
+) -> Result<(), OnnxError> {
+    for &(node, ids, rows) in checks {
+        if let Some(&bad) = read_i32(graph, reader, ids)?.iter().find(|&&i| i < 0 || i as usize >= rows) {
+            return Err(invalid(graph, node, format!("id {bad} is outside the table's {rows} rows")));
+        }
+    }
+    Ok(())
+}
+
+/// One write a store makes: `bytes` into `buffer` at byte `offset`.
+pub struct Write {
+    pub buffer: BufferId,
+    pub offset: usize,
+    pub bytes: Vec<u8>,
+}
+
+/// The writes that `store` makes with its computed rows `src` (`[N, D]` f32), converted to the
+/// destination's type.
+pub fn store_writes(
+    graph: &Graph,
+    reader: &dyn BufferReader,
+    store: NodeId,
+    src: &[f32],
+) -> Result<Vec<Write>, OnnxError> {
+    let node = graph.node(store);
+    let dst = graph.node(node.inputs[1]);
+    let width = dst.shape.cols();
+    let rows = store_rows(graph, reader, store)?;
+    let (leaf, base) = leaf_storage(graph, node.inputs[1])
+        .ok_or_else(|| OnnxError::Leaf { node: store, message: "destination is not a buffer".into() })?;
+    let Op::Leaf(tensor) = graph.node(leaf).op else { unreachable!("leaf_storage ends at a leaf") };
+    let row_bytes = dst.dtype.bytes_for(width).map_err(|e| OnnxError::Leaf { node: store, message: e.to_string() })?;
+    let mut writes = Vec::with_capacity(rows.len());
+    for (i, &r) in rows.iter().enumerate() {
+        let values = &src[i * width..(i + 1) * width];
+        let bytes = match dst.dtype {
+            DType::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+            DType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            other => return Err(invalid(graph, store, format!("cannot store into {other}"))),
+        };
+        writes.push(Write { buffer: tensor.buffer, offset: tensor.offset + base + r as usize * row_bytes, bytes });
+    }
+    Ok(writes)
+}
+
+/// Bytes per element of the ONNX types the translation uses.
+pub fn elem_bytes(elem_type: i32) -> usize {
+    match elem_type {
+        data_type::INT64 => 8,
+        data_type::FLOAT | data_type::INT32 => 4,
+        data_type::FLOAT16 | data_type::INT16 | data_type::UINT16 => 2,
+        _ => 1,
+    }
+}

@@ -1,0 +1,748 @@
+//! One Tessera graph to one ONNX model. Values are computed in f32 as the contract defines them;
+//! weights are dequantized exactly (`tessera_quant::dequantize`) into initializers.
+
+use std::collections::HashMap;
+
+use tessera_backend::{BufferId, DType, Graph, NodeId, Op, RopeStyle};
+
+use crate::proto::{
+    attribute_type, data_type, AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+    StringStringEntryProto, TensorProto, TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto,
+};
+use crate::OnnxError;
+
+/// The ONNX operator set the models use: 21 has 16-bit QuantizeLinear, `Gelu` (20) and
+/// `ReduceMean` with axes as an input (18).
+pub const OPSET: i64 = 21;
+/// IR version 10 goes with opset 21.
+const IR_VERSION: i64 = 10;
+/// The file name initializers refer to (a session gets the blob from memory under this name).
+pub const WEIGHTS_FILE: &str = "weights.bin";
+/// Added to masked attention scores: large enough that `exp` underflows to zero, finite so that
+/// quantized graphs can still represent it.
+pub(crate) const MASKED: f32 = -1.0e9;
+
+/// How a leaf enters the ONNX model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LeafRole {
+    /// Constant for the model's lifetime: an initializer in the weight blob.
+    Weight,
+    /// Read each run: a model input (token ids; positions and tables feed host inputs).
+    Input,
+    /// Written by a store in the graph and read back (KV cache, logits): a model input holding
+    /// its contents before the run; the stores' rows are outputs.
+    State,
+}
+
+/// The usual roles: store targets are state, I32 tensors inputs, everything else weights.
+pub fn classify_leaves(graph: &Graph) -> Vec<Option<LeafRole>> {
+    let mut roles: Vec<Option<LeafRole>> = graph
+        .nodes()
+        .iter()
+        .map(|n| match n.op {
+            Op::Leaf(_) if n.dtype == DType::I32 => Some(LeafRole::Input),
+            Op::Leaf(_) => Some(LeafRole::Weight),
+            _ => None,
+        })
+        .collect();
+    for n in graph.nodes() {
+        if n.op.is_store() {
+            if let Some((leaf, _)) = graph.storage_of(n.inputs[1]) {
+                roles[leaf] = Some(LeafRole::State);
+            }
+        }
+    }
+    roles
+}
+
+/// The numeric form of the exported weights and activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// F32 weights and activations.
+    Fp32,
+    /// F16 weights (converted to f32 where used), f32 activations.
+    Fp16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+        }
+    }
+}
+
+/// Reads the bytes of the buffers a graph names (weights, inputs, state).
+pub trait BufferReader {
+    /// The `len` bytes of `buffer` from byte `offset`.
+    fn read(&self, buffer: BufferId, offset: usize, len: usize) -> Result<Vec<u8>, String>;
+}
+
+/// A weight's buffer, byte offset, layout and shape.
+type PlacementKey = (BufferId, usize, Form, Vec<usize>);
+/// Byte offset and length in the blob, and the ONNX element type.
+type Placed = (usize, usize, i32);
+
+/// Initializer data shared by every model translated for one device or export: each weight
+/// once, 64-byte aligned, in the form its precision asks for.
+#[derive(Default)]
+pub struct WeightBlob {
+    pub data: Vec<u8>,
+    placed: HashMap<PlacementKey, Placed>,
+}
+
+impl WeightBlob {
+    pub fn new() -> WeightBlob {
+        WeightBlob::default()
+    }
+
+    /// Forgets weights held in `buffer` (its contents changed); their bytes stay until `clear`.
+    pub fn forget(&mut self, buffer: BufferId) {
+        self.placed.retain(|k, _| k.0 != buffer);
+    }
+
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.placed.clear();
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        &mut self,
+        source: &dyn BufferReader,
+        leaf: NodeId,
+        buffer: BufferId,
+        offset: usize,
+        dtype: DType,
+        dims: &[usize],
+        form: Form,
+    ) -> Result<Placed, OnnxError> {
+        let key = (buffer, offset, form, dims.to_vec());
+        if let Some(&p) = self.placed.get(&key) {
+            return Ok(p);
+        }
+        let count: usize = dims.iter().product();
+        let err = |message: String| OnnxError::Leaf { node: leaf, message };
+        let len = dtype.bytes_for(count).map_err(|e| err(e.to_string()))?;
+        let bytes = source.read(buffer, offset, len).map_err(err)?;
+        let start = self.data.len().next_multiple_of(64);
+        self.data.resize(start, 0);
+        let elem = match form {
+            Form::Values(precision) => {
+                let mut values = vec![0f32; count];
+                tessera_quant::dequantize(dtype, &bytes, &mut values).map_err(|e| err(e.to_string()))?;
+                match precision {
+                    Precision::Fp32 => {
+                        self.data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+                        data_type::FLOAT
+                    }
+                    Precision::Fp16 => {
+                        self.data.extend(values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()));
+                        data_type::FLOAT16
+                    }
+                }
+            }
+            Form::I8Transposed => {
+                // [M, K] int8 codes as [K, M], the layout MatMulInteger takes.
+                let (m, k) = (dims[0], dims[1]);
+                self.data.extend((0..k * m).map(|i| bytes[(i % m) * k + i / m]));
+                data_type::INT8
+            }
+        };
+        let placed = (start, self.data.len() - start, elem);
+        self.placed.insert(key, placed);
+        Ok(placed)
+    }
+}
+
+/// How a weight is laid out in the blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Form {
+    /// Its values, in the precision's float type, as stored (`[M, K]`).
+    Values(Precision),
+    /// INT8 codes transposed.
+    I8Transposed,
+}
+
+/// What the host computes for one model input before each run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HostInput {
+    /// The stored bytes of a leaf or a view of one (I32 ids, the KV cache's contents).
+    Leaf { node: NodeId },
+    /// `cos` of the rotary angles, `[N, rot_dims / 2]` f32, for the I32 positions at `pos`.
+    RopeCos { pos: NodeId, rot_dims: usize, base: f32, freq_scale: f32 },
+    /// `sin` of the same angles.
+    RopeSin { pos: NodeId, rot_dims: usize, base: f32, freq_scale: f32 },
+    /// Additive attention mask `[N, rows]` f32: 0 where query row `n` may attend to cache row
+    /// `j`, a large negative number elsewhere. With `tables`, rows are a paged pool.
+    Mask { pos: NodeId, tables: Option<NodeId>, rows: usize, window: Option<usize>, block_size: usize },
+    /// The destination rows of a `Store` (`row..row + N`) or `StoreRows` (its slots), `[N, 1]`
+    /// i64, checked against the destination.
+    Rows { store: NodeId },
+}
+
+/// One model input: its name, what fills it, its ONNX element type and shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OnnxInput {
+    pub name: String,
+    pub source: HostInput,
+    pub elem_type: i32,
+    pub dims: Vec<usize>,
+}
+
+/// One model output: the f32 rows `[N, D]` that store node `store` writes into its destination.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreOutput {
+    pub name: String,
+    pub store: NodeId,
+}
+
+/// An ONNX model and how to drive it.
+pub struct Translation {
+    pub model: ModelProto,
+    pub inputs: Vec<OnnxInput>,
+    pub outputs: Vec<StoreOutput>,
+    /// `GetRows` nodes and their ids input, checked on the host against the table's rows.
+    pub id_checks: Vec<(NodeId, NodeId, usize)>,
+}
+
+/// Translates `graph`. `roles[n]` is the role of leaf `n` (see [`classify_leaves`]).
+pub fn translate(
+    graph: &Graph,
+    roles: &[Option<LeafRole>],
+    precision: Precision,
+    weights: &mut WeightBlob,
+    source: &dyn BufferReader,
+) -> Result<Translation, OnnxError> {
+    let mut t = Translator {
+        graph,
+        roles,
+        precision,
+        weights,
+        source,
+        b: Builder::default(),
+        values: HashMap::new(),
+        weight_values: HashMap::new(),
+        inputs: Vec::new(),
+        input_names: HashMap::new(),
+        outputs: Vec::new(),
+        id_checks: Vec::new(),
+    };
+    for (id, node) in graph.nodes().iter().enumerate() {
+        if node.op.is_store() {
+            t.store_output(id)?;
+        }
+    }
+    let Translator { b, inputs, outputs, id_checks, .. } = t;
+    let graph_proto = GraphProto {
+        node: b.nodes,
+        name: "tessera".into(),
+        initializer: b.initializers,
+        input: inputs.iter().map(|i| value_info(&i.name, i.elem_type, &i.dims)).collect(),
+        output: b.outputs,
+    };
+    let model = ModelProto {
+        ir_version: IR_VERSION,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+        producer_name: "tessera".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        doc_string: String::new(),
+        graph: Some(graph_proto),
+        metadata_props: vec![],
+    };
+    Ok(Translation { model, inputs, outputs, id_checks })
+}
+
+fn value_info(name: &str, elem_type: i32, dims: &[usize]) -> ValueInfoProto {
+    let dim = dims.iter().map(|&d| Dimension { dim_value: d as i64 }).collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto { elem_type, shape: Some(TensorShapeProto { dim }) }),
+        }),
+    }
+}
+
+fn attr_int(name: &str, i: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: attribute_type::INT, i, ..Default::default() }
+}
+
+fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: attribute_type::INTS, ints: ints.to_vec(), ..Default::default() }
+}
+
+fn attr_string(name: &str, s: &str) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: attribute_type::STRING, s: s.as_bytes().to_vec(), ..Default::default() }
+}
+
+/// Appends ONNX nodes with fresh value names.
+#[derive(Default)]
+struct Builder {
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    outputs: Vec<ValueInfoProto>,
+    next: usize,
+    constants: HashMap<(i32, Vec<u8>, Vec<i64>), String>,
+}
+
+impl Builder {
+    fn fresh(&mut self, hint: &str) -> String {
+        self.next += 1;
+        format!("{hint}.{}", self.next)
+    }
+
+    fn op(&mut self, op_type: &str, inputs: &[&str], attribute: Vec<AttributeProto>) -> String {
+        let out = self.fresh(&op_type.to_ascii_lowercase());
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.clone()],
+            name: out.clone(),
+            op_type: op_type.into(),
+            domain: String::new(),
+            attribute,
+        });
+        out
+    }
+
+    /// A small constant kept inside the model.
+    fn constant(&mut self, elem: i32, raw: Vec<u8>, dims: Vec<i64>) -> String {
+        let key = (elem, raw, dims);
+        if let Some(name) = self.constants.get(&key) {
+            return name.clone();
+        }
+        let name = self.fresh("const");
+        let (data_type, raw_data, dims) = key.clone();
+        self.initializers.push(TensorProto { dims, data_type, name: name.clone(), raw_data, ..Default::default() });
+        self.constants.insert(key, name.clone());
+        name
+    }
+
+    fn i64s(&mut self, values: &[i64]) -> String {
+        let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.constant(data_type::INT64, raw, vec![values.len() as i64])
+    }
+
+    fn f32_scalar(&mut self, v: f32) -> String {
+        self.constant(data_type::FLOAT, v.to_le_bytes().to_vec(), vec![])
+    }
+
+    fn reshape(&mut self, x: &str, dims: &[i64]) -> String {
+        let shape = self.i64s(dims);
+        self.op("Reshape", &[x, &shape], vec![])
+    }
+
+    fn transpose(&mut self, x: &str, perm: &[i64]) -> String {
+        self.op("Transpose", &[x], vec![attr_ints("perm", perm)])
+    }
+
+    /// `x[..., start..end]` along `axis`.
+    fn slice(&mut self, x: &str, axis: i64, start: i64, end: i64) -> String {
+        let (s, e, a) = (self.i64s(&[start]), self.i64s(&[end]), self.i64s(&[axis]));
+        self.op("Slice", &[x, &s, &e, &a], vec![])
+    }
+
+    fn cast(&mut self, x: &str, to: i32) -> String {
+        self.op("Cast", &[x], vec![attr_int("to", to as i64)])
+    }
+}
+
+struct Translator<'a> {
+    graph: &'a Graph,
+    roles: &'a [Option<LeafRole>],
+    precision: Precision,
+    weights: &'a mut WeightBlob,
+    source: &'a dyn BufferReader,
+    b: Builder,
+    /// The ONNX value (f32, or int32 for I32 tensors) of each translated node.
+    values: HashMap<NodeId, String>,
+    /// The f32 initializer-backed value of each weight leaf, by (buffer, offset, shape).
+    weight_values: HashMap<PlacementKey, String>,
+    inputs: Vec<OnnxInput>,
+    input_names: HashMap<String, String>,
+    outputs: Vec<StoreOutput>,
+    id_checks: Vec<(NodeId, NodeId, usize)>,
+}
+
+fn dims_i64(dims: &[usize]) -> Vec<i64> {
+    dims.iter().map(|&d| d as i64).collect()
+}
+
+impl Translator<'_> {
+    fn untranslatable(&self, node: NodeId, message: impl Into<String>) -> OnnxError {
+        OnnxError::Untranslatable { node, op: self.graph.node(node).op.name(), message: message.into() }
+    }
+
+    /// Registers (once) a host-computed input and returns its name.
+    fn host_input(&mut self, hint: &str, source: HostInput, elem_type: i32, dims: Vec<usize>) -> String {
+        let key = format!("{source:?}");
+        if let Some(name) = self.input_names.get(&key) {
+            return name.clone();
+        }
+        let name = format!("{hint}.{}", self.inputs.len());
+        self.inputs.push(OnnxInput { name: name.clone(), source, elem_type, dims });
+        self.input_names.insert(key, name.clone());
+        name
+    }
+
+    fn role(&self, leaf: NodeId) -> LeafRole {
+        self.roles.get(leaf).copied().flatten().unwrap_or(LeafRole::Weight)
+    }
+
+    /// The ONNX value of `id`: f32 for floating tensors, int32 for I32 ones.
+    fn value(&mut self, id: NodeId) -> Result<String, OnnxError> {
+        if let Some(v) = self.values.get(&id) {
+            return Ok(v.clone());
+        }
+        let node = self.graph.node(id).clone();
+        let dims = node.shape.dims().to_vec();
+        let v = match &node.op {
+            Op::Leaf(tensor) => match self.role(id) {
+                LeafRole::Weight if node.dtype != DType::I32 => self.weight(id, tensor.buffer, tensor.offset)?,
+                LeafRole::Weight | LeafRole::Input | LeafRole::State => {
+                    let elem = match node.dtype {
+                        DType::I32 => data_type::INT32,
+                        DType::F32 => data_type::FLOAT,
+                        DType::F16 => data_type::FLOAT16,
+                        other => return Err(self.untranslatable(id, format!("a {other} input or state"))),
+                    };
+                    let hint = if self.role(id) == LeafRole::State { "state" } else { "input" };
+                    let name = self.host_input(hint, HostInput::Leaf { node: id }, elem, dims.clone());
+                    if elem == data_type::FLOAT16 {
+                        self.b.cast(&name, data_type::FLOAT)
+                    } else {
+                        name
+                    }
+                }
+            },
+            Op::GetRows => {
+                let table = self.value(node.inputs[0])?;
+                let ids = self.value(node.inputs[1])?;
+                let ids = self.b.reshape(&ids, &[-1]);
+                let rows = self.graph.node(node.inputs[0]).shape.rows();
+                self.id_checks.push((id, node.inputs[1], rows));
+                self.b.op("Gather", &[&table, &ids], vec![attr_int("axis", 0)])
+            }
+            Op::MatMul => self.mat_mul(node.inputs[0], node.inputs[1], &dims)?,
+            Op::Add | Op::Mul => {
+                let a = self.value(node.inputs[0])?;
+                let b = self.value(node.inputs[1])?;
+                let op = if node.op == Op::Add { "Add" } else { "Mul" };
+                self.b.op(op, &[&a, &b], vec![])
+            }
+            Op::Scale { factor } => {
+                let x = self.value(node.inputs[0])?;
+                let f = self.b.f32_scalar(*factor);
+                self.b.op("Mul", &[&x, &f], vec![])
+            }
+            Op::RmsNorm { eps } => {
+                let x = self.value(node.inputs[0])?;
+                let w = self.value(node.inputs[1])?;
+                let sq = self.b.op("Mul", &[&x, &x], vec![]);
+                let axes = self.b.i64s(&[-1]);
+                let mean = self.b.op("ReduceMean", &[&sq, &axes], vec![attr_int("keepdims", 1)]);
+                let eps = self.b.f32_scalar(*eps);
+                let var = self.b.op("Add", &[&mean, &eps], vec![]);
+                let rms = self.b.op("Sqrt", &[&var], vec![]);
+                let normed = self.b.op("Div", &[&x, &rms], vec![]);
+                self.b.op("Mul", &[&normed, &w], vec![])
+            }
+            Op::Rope { head_dim, rot_dims, base, freq_scale, style } => {
+                self.rope(id, node.inputs[0], node.inputs[1], *head_dim, *rot_dims, *base, *freq_scale, *style)?
+            }
+            Op::SwiGlu => {
+                let g = self.value(node.inputs[0])?;
+                let u = self.value(node.inputs[1])?;
+                let s = self.b.op("Sigmoid", &[&g], vec![]);
+                let silu = self.b.op("Mul", &[&g, &s], vec![]);
+                self.b.op("Mul", &[&silu, &u], vec![])
+            }
+            Op::GeGlu => {
+                let g = self.value(node.inputs[0])?;
+                let u = self.value(node.inputs[1])?;
+                let gelu = self.b.op("Gelu", &[&g], vec![attr_string("approximate", "tanh")]);
+                self.b.op("Mul", &[&gelu, &u], vec![])
+            }
+            Op::Attention { n_heads, n_kv_heads, head_dim, scale, window } => {
+                let rows = self.graph.node(node.inputs[1]).shape.rows();
+                let mask = HostInput::Mask { pos: node.inputs[3], tables: None, rows, window: *window, block_size: 1 };
+                self.attention(id, &node.inputs, mask, rows, *n_heads, *n_kv_heads, *head_dim, *scale)?
+            }
+            Op::PagedAttention { n_heads, n_kv_heads, head_dim, scale, window, block_size } => {
+                let rows = self.graph.node(node.inputs[1]).shape.rows();
+                let mask = HostInput::Mask {
+                    pos: node.inputs[3],
+                    tables: Some(node.inputs[4]),
+                    rows,
+                    window: *window,
+                    block_size: *block_size,
+                };
+                self.attention(id, &node.inputs, mask, rows, *n_heads, *n_kv_heads, *head_dim, *scale)?
+            }
+            Op::Store { .. } | Op::StoreRows => {
+                let dst_node = self.graph.node(node.inputs[1]);
+                let (dst_dtype, width) = (dst_node.dtype, dst_node.shape.cols());
+                let dst = self.value(node.inputs[1])?;
+                let dst = self.b.reshape(&dst, &[-1, width as i64]);
+                let src = self.store_rows_value(id)?;
+                let n = self.graph.node(node.inputs[0]).shape.count() / width.max(1);
+                let rows = self.host_input("rows", HostInput::Rows { store: id }, data_type::INT64, vec![n, 1]);
+                // The rows read back are those the destination holds: rounded to its type.
+                let src = if dst_dtype == DType::F16 {
+                    let h = self.b.cast(&src, data_type::FLOAT16);
+                    self.b.cast(&h, data_type::FLOAT)
+                } else {
+                    src
+                };
+                let updated = self.b.op("ScatterND", &[&dst, &rows, &src], vec![]);
+                self.b.reshape(&updated, &dims_i64(&dims))
+            }
+            Op::SliceRows { start, len } => {
+                let x = self.value(node.inputs[0])?;
+                self.b.slice(&x, 0, *start as i64, (*start + *len) as i64)
+            }
+            Op::Reshape => {
+                let x = self.value(node.inputs[0])?;
+                self.b.reshape(&x, &dims_i64(&dims))
+            }
+        };
+        self.values.insert(id, v.clone());
+        Ok(v)
+    }
+
+    /// The f32 value of a weight leaf, backed by an initializer in the blob.
+    fn weight(&mut self, id: NodeId, buffer: BufferId, offset: usize) -> Result<String, OnnxError> {
+        self.initializer(id, buffer, offset, Form::Values(self.precision))
+    }
+
+    /// An initializer holding a weight leaf in `form`; values come back as f32.
+    fn initializer(&mut self, id: NodeId, buffer: BufferId, offset: usize, form: Form) -> Result<String, OnnxError> {
+        let node = self.graph.node(id);
+        let mut dims = node.shape.dims().to_vec();
+        let key = (buffer, offset, form, dims.clone());
+        if let Some(v) = self.weight_values.get(&key) {
+            return Ok(v.clone());
+        }
+        let (start, len, elem) = self.weights.place(self.source, id, buffer, offset, node.dtype, &dims, form)?;
+        if form == Form::I8Transposed {
+            dims.reverse();
+        }
+        let name = format!("w.{}.{}", buffer.0, offset);
+        let name = if self.b.initializers.iter().any(|i| i.name == name) { self.b.fresh(&name) } else { name };
+        let entry = |key: &str, value: String| StringStringEntryProto { key: key.into(), value };
+        self.b.initializers.push(TensorProto {
+            dims: dims_i64(&dims),
+            data_type: elem,
+            name: name.clone(),
+            external_data: vec![
+                entry("location", WEIGHTS_FILE.into()),
+                entry("offset", start.to_string()),
+                entry("length", len.to_string()),
+            ],
+            data_location: 1,
+            ..Default::default()
+        });
+        let v = if elem == data_type::FLOAT16 { self.b.cast(&name, data_type::FLOAT) } else { name };
+        self.weight_values.insert(key, v.clone());
+        Ok(v)
+    }
+
+    /// The buffer and byte offset of a weight leaf or a view of one.
+    fn weight_storage(&self, id: NodeId) -> Option<(BufferId, usize)> {
+        let (leaf, offset) = self.graph.storage_of(id)?;
+        match self.graph.node(leaf).op {
+            Op::Leaf(t) if self.role(leaf) == LeafRole::Weight && self.graph.node(id).shape.rank() == 2 => {
+                Some((t.buffer, t.offset + offset))
+            }
+            _ => None,
+        }
+    }
+
+    fn mat_mul(&mut self, x: NodeId, w: NodeId, out_dims: &[usize]) -> Result<String, OnnxError> {
+        let xv = self.value(x)?;
+        let k = self.graph.node(x).shape.cols() as i64;
+        let x2 = if self.graph.node(x).shape.rank() == 2 { xv } else { self.b.reshape(&xv, &[-1, k]) };
+        let y = if self.graph.node(w).dtype == DType::I8 {
+            self.mat_mul_i8(&x2, w)?
+        } else if let Some((buffer, offset)) = self.weight_storage(w) {
+            let wv = self.weight(w, buffer, offset)?;
+            // Gemm reads the weight as stored, [M, K]: one initializer serves GetRows too.
+            self.b.op("Gemm", &[&x2, &wv], vec![attr_int("transB", 1)])
+        } else {
+            let wv = self.value(w)?;
+            let wt = self.b.transpose(&wv, &[1, 0]);
+            self.b.op("MatMul", &[&x2, &wt], vec![])
+        };
+        Ok(if out_dims.len() == 2 { y } else { self.b.reshape(&y, &dims_i64(out_dims)) })
+    }
+
+    /// `MatMul` with INT8 weights as the contract defines it: each row of `x` quantized to int8
+    /// (`round_half_away(x · 127 / max|x|)`), an exact integer product, then `max|x| / 127`.
+    fn mat_mul_i8(&mut self, x: &str, w: NodeId) -> Result<String, OnnxError> {
+        let wq = match self.weight_storage(w) {
+            Some((buffer, offset)) => self.initializer(w, buffer, offset, Form::I8Transposed)?,
+            None => return Err(self.untranslatable(w, "INT8 weights must be stored weights")),
+        };
+        let axes = self.b.i64s(&[-1]);
+        let abs = self.b.op("Abs", &[x], vec![]);
+        let amax = self.b.op("ReduceMax", &[&abs, &axes], vec![attr_int("keepdims", 1)]);
+        let c127 = self.b.f32_scalar(127.0);
+        let zero = self.b.f32_scalar(0.0);
+        let d = self.b.op("Div", &[&amax, &c127], vec![]);
+        let inv = self.b.op("Div", &[&c127, &amax], vec![]);
+        let is_zero = self.b.op("Equal", &[&amax, &zero], vec![]);
+        let inv = self.b.op("Where", &[&is_zero, &zero, &inv], vec![]);
+        let q = self.b.op("Mul", &[x, &inv], vec![]);
+        let half = self.b.f32_scalar(0.5);
+        let mag = self.b.op("Abs", &[&q], vec![]);
+        let mag = self.b.op("Add", &[&mag, &half], vec![]);
+        let mag = self.b.op("Floor", &[&mag], vec![]);
+        let sign = self.b.op("Sign", &[&q], vec![]);
+        let q = self.b.op("Mul", &[&mag, &sign], vec![]);
+        let lo = self.b.f32_scalar(-127.0);
+        let q = self.b.op("Clip", &[&q, &lo, &c127], vec![]);
+        let q = self.b.cast(&q, data_type::INT8);
+        let acc = self.b.op("MatMulInteger", &[&q, &wq], vec![]);
+        let acc = self.b.cast(&acc, data_type::FLOAT);
+        Ok(self.b.op("Mul", &[&acc, &d], vec![]))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rope(
+        &mut self,
+        id: NodeId,
+        x: NodeId,
+        pos: NodeId,
+        head_dim: usize,
+        rot_dims: usize,
+        base: f32,
+        freq_scale: f32,
+        style: RopeStyle,
+    ) -> Result<String, OnnxError> {
+        let xv = self.value(x)?;
+        let shape = self.graph.node(x).shape.clone();
+        let (n, cols) = (shape.rows(), shape.cols());
+        if head_dim == 0 || rot_dims == 0 {
+            return Ok(xv);
+        }
+        if !cols.is_multiple_of(head_dim) || !rot_dims.is_multiple_of(2) || rot_dims > head_dim {
+            return Err(self.untranslatable(id, "head_dim and rot_dims do not divide the row"));
+        }
+        let heads = (cols / head_dim) as i64;
+        let half = rot_dims / 2;
+        let dims = vec![n, half];
+        let cos = self.host_input(
+            "rope_cos",
+            HostInput::RopeCos { pos, rot_dims, base, freq_scale },
+            data_type::FLOAT,
+            dims.clone(),
+        );
+        let sin =
+            self.host_input("rope_sin", HostInput::RopeSin { pos, rot_dims, base, freq_scale }, data_type::FLOAT, dims);
+        let (n, hd, r, h) = (n as i64, head_dim as i64, rot_dims as i64, half as i64);
+        let x3 = self.b.reshape(&xv, &[n, heads, hd]);
+        let rot = if r == hd { x3.clone() } else { self.b.slice(&x3, 2, 0, r) };
+        let (x0, x1, table_dims, pair_dims) = match style {
+            RopeStyle::Halves => {
+                let x0 = self.b.slice(&rot, 2, 0, h);
+                let x1 = self.b.slice(&rot, 2, h, r);
+                (x0, x1, vec![n, 1, h], vec![n, heads, r])
+            }
+            RopeStyle::Interleaved => {
+                let pairs = self.b.reshape(&rot, &[n, heads, h, 2]);
+                let x0 = self.b.slice(&pairs, 3, 0, 1);
+                let x1 = self.b.slice(&pairs, 3, 1, 2);
+                (x0, x1, vec![n, 1, h, 1], vec![n, heads, r])
+            }
+        };
+        let cos = self.b.reshape(&cos, &table_dims);
+        let sin = self.b.reshape(&sin, &table_dims);
+        // As the CPU computes them: x0·cos − x1·sin and x0·sin + x1·cos.
+        let a = self.b.op("Mul", &[&x0, &cos], vec![]);
+        let bb = self.b.op("Mul", &[&x1, &sin], vec![]);
+        let y0 = self.b.op("Sub", &[&a, &bb], vec![]);
+        let c = self.b.op("Mul", &[&x0, &sin], vec![]);
+        let d = self.b.op("Mul", &[&x1, &cos], vec![]);
+        let y1 = self.b.op("Add", &[&c, &d], vec![]);
+        let axis = if style == RopeStyle::Halves { 2 } else { 3 };
+        let joined = self.b.op("Concat", &[&y0, &y1], vec![attr_int("axis", axis)]);
+        let joined = self.b.reshape(&joined, &pair_dims);
+        let full = if r == hd {
+            joined
+        } else {
+            let pass = self.b.slice(&x3, 2, r, hd);
+            self.b.op("Concat", &[&joined, &pass], vec![attr_int("axis", 2)])
+        };
+        Ok(self.b.reshape(&full, &[n, heads * hd]))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &mut self,
+        id: NodeId,
+        inputs: &[NodeId],
+        mask: HostInput,
+        rows: usize,
+        n_heads: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+        scale: f32,
+    ) -> Result<String, OnnxError> {
+        if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) {
+            return Err(self.untranslatable(id, "heads are not a multiple of KV heads"));
+        }
+        let q = self.value(inputs[0])?;
+        let k = self.value(inputs[1])?;
+        let v = self.value(inputs[2])?;
+        let n = self.graph.node(inputs[0]).shape.rows();
+        let mask = self.host_input("mask", mask, data_type::FLOAT, vec![n, rows]);
+        let (n, c, kvh, g, hd) =
+            (n as i64, rows as i64, n_kv_heads as i64, (n_heads / n_kv_heads) as i64, head_dim as i64);
+        // Query heads grouped by the KV head they share: [KVH, G·N, hd].
+        let q = self.b.reshape(&q, &[n, kvh, g, hd]);
+        let q = self.b.transpose(&q, &[1, 2, 0, 3]);
+        let q = self.b.reshape(&q, &[kvh, g * n, hd]);
+        let k = self.b.reshape(&k, &[c, kvh, hd]);
+        let kt = self.b.transpose(&k, &[1, 2, 0]);
+        let v = self.b.reshape(&v, &[c, kvh, hd]);
+        let v = self.b.transpose(&v, &[1, 0, 2]);
+        let scores = self.b.op("MatMul", &[&q, &kt], vec![]);
+        let s = self.b.f32_scalar(scale);
+        let scores = self.b.op("Mul", &[&scores, &s], vec![]);
+        let scores = self.b.reshape(&scores, &[kvh, g, n, c]);
+        let scores = self.b.op("Add", &[&scores, &mask], vec![]);
+        let p = self.b.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
+        let p = self.b.reshape(&p, &[kvh, g * n, c]);
+        let o = self.b.op("MatMul", &[&p, &v], vec![]);
+        let o = self.b.reshape(&o, &[kvh, g, n, hd]);
+        let o = self.b.transpose(&o, &[2, 0, 1, 3]);
+        Ok(self.b.reshape(&o, &[n, kvh * g * hd]))
+    }
+
+    /// The source rows of a store as `[N, D]` f32, `D` the destination's row width.
+    fn store_rows_value(&mut self, store: NodeId) -> Result<String, OnnxError> {
+        let node = self.graph.node(store).clone();
+        let width = self.graph.node(node.inputs[1]).shape.cols() as i64;
+        let src = self.value(node.inputs[0])?;
+        Ok(if self.graph.node(node.inputs[0]).shape.rank() == 2 { src } else { self.b.reshape(&src, &[-1, width]) })
+    }
+
+    fn store_output(&mut self, store: NodeId) -> Result<(), OnnxError> {
+        let node = self.graph.node(store).clone();
+        let width = self.graph.node(node.inputs[1]).shape.cols();
+        let n = self.graph.node(node.inputs[0]).shape.count() / width.max(1);
+        let src = self.store_rows_value(store)?;
+        // An output must be a node's own output, not an input or initializer passed through.
+        let name = format!("store.{store}");
+        self.b.nodes.push(NodeProto {
+            input: vec![src],
+            output: vec![name.clone()],
+            name: name.clone(),
+            op_type: "Identity".into(),
+            ..Default::default()
+        });
+        self.b.outputs.push(value_info(&name, data_type::FLOAT, &[n, width]));
+        self.outputs.push(StoreOutput { name, store });
+        Ok(())
+    }
+}
