@@ -4,6 +4,7 @@
 mod backends;
 mod cmd_bench;
 mod cmd_eval;
+mod cmd_export;
 mod cmd_inspect;
 mod cmd_plan;
 mod cmd_quantize;
@@ -42,6 +43,9 @@ enum Command {
     Quantize(cmd_quantize::QuantizeArgs),
     /// Evaluate models on a text: perplexity, KL divergence from the first, top-1 agreement, bpw.
     Eval(cmd_eval::EvalArgs),
+    /// Export a model for other runtimes (ONNX, for graph compilers such as QNN, CANN, OpenVINO).
+    #[command(subcommand)]
+    Export(cmd_export::ExportCommand),
     /// Plan hardware: chips by export-control class, performance, $ per million tokens, fleets.
     #[command(subcommand)]
     Plan(cmd_plan::PlanCommand),
@@ -135,6 +139,7 @@ fn main() -> ExitCode {
         Command::Route(args) => cmd_route::run(args),
         Command::Eval(cmd) => cmd_eval::run(cmd),
         Command::Plan(cmd) => cmd_plan::run(cmd),
+        Command::Export(cmd) => cmd_export::run(cmd),
         Command::Pull(args) => pull(args),
         Command::Devices => backends::print_devices(),
     };

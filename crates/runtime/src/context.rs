@@ -249,6 +249,25 @@ impl<'m> Context<'m> {
         Ok((logits_node, [ids_buf, pos_buf]))
     }
 
+    /// The graph of one forward step over `n` tokens (ids all zero) at this context's next
+    /// positions, its logits rows stored into `out` (`[rows, vocab]` F32), for runtimes that
+    /// compile whole graphs ahead of time. Returns the graph with its ids and positions buffers.
+    pub fn step_graph(
+        &self,
+        n: usize,
+        logits: Logits,
+        out: &OwnedBuffer,
+    ) -> Result<(Graph, [OwnedBuffer; 2]), RuntimeError> {
+        let vocab = self.model.config().vocab_size;
+        let rows = n - logits.first_row(n);
+        let mut g = GraphBuilder::new();
+        let (logits_node, inputs) = self.build_step(&mut g, &vec![0; n], logits)?;
+        let out_leaf = g.leaf(TensorRef { buffer: out.id(), offset: 0 }, DType::F32, [rows, vocab])?;
+        g.label("logits");
+        g.store(logits_node, out_leaf, 0)?;
+        Ok((g.finish(), inputs))
+    }
+
     /// Marks `n` more positions as held by the KV cache (after a step built by `build_step` ran).
     pub(crate) fn advance(&mut self, n: usize) {
         self.n_past += n;

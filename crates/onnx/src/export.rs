@@ -1,0 +1,295 @@
+//! Export directories: translated step graphs saved as `.onnx` files beside one `weights.bin`,
+//! with a manifest that says what feeds each input and where each output goes, so that any
+//! ONNX runtime (not only Tessera) can drive the model.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use tessera_backend::{BufferId, Graph, Op};
+
+use crate::host::leaf_storage;
+use crate::proto::data_type;
+use crate::translate::{HostInput, Translation};
+use crate::OnnxError;
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const FORMAT: &str = "tessera-onnx";
+
+/// Which half of a layer's KV cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvPart {
+    Key,
+    Value,
+}
+
+/// What a buffer of the exported step holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BufferRole {
+    Tokens,
+    Positions,
+    Kv { layer: usize, part: KvPart },
+    Logits,
+}
+
+/// What feeds an input or receives an output, in terms a driver understands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Binding {
+    /// Token ids, int32 `[tokens]`.
+    Tokens,
+    /// `cos(p · freq_scale · base^(-2i / rot_dims))` for each token's position `p` and pair
+    /// `i < rot_dims / 2`, float32 `[tokens, rot_dims / 2]` (the angle built by repeated f32
+    /// multiplication, as ggml builds it).
+    RopeCos { rot_dims: usize, base: f32, freq_scale: f32 },
+    /// The sine of the same angles.
+    RopeSin { rot_dims: usize, base: f32, freq_scale: f32 },
+    /// Additive mask float32 `[tokens, context]`: 0 where a token at position `p` may attend to
+    /// cache row `j` (`j <= p`, and `p - j < window` when set), `masked` elsewhere.
+    Mask { window: Option<usize>, masked: f32 },
+    /// The cache rows the step writes (each token's position), int64 `[tokens, 1]`.
+    StoreRows,
+    /// As an input: the layer's whole cache, `[context, kv_width]`, before the step. As an
+    /// output: the rows the step computed, `[tokens, kv_width]`, which the driver writes into
+    /// the cache at the tokens' positions.
+    Kv { layer: usize, part: KvPart },
+    /// Output: logits float32 `[logits_rows, vocab]` for the last `logits_rows` tokens.
+    Logits,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Port {
+    pub name: String,
+    #[serde(flatten)]
+    pub binding: Binding,
+    pub elem_type: String,
+    pub dims: Vec<usize>,
+}
+
+/// One exported step graph.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GraphManifest {
+    pub file: String,
+    /// Tokens per run (static).
+    pub tokens: usize,
+    pub logits_rows: usize,
+    pub inputs: Vec<Port>,
+    pub outputs: Vec<Port>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub architecture: String,
+    pub precision: String,
+    pub opset: i64,
+    /// Positions the KV cache holds.
+    pub context: usize,
+    pub vocab: usize,
+    pub n_layers: usize,
+    pub kv_width: usize,
+    /// A tensor-less GGUF holding the model's metadata, tokenizer and chat template.
+    pub tokenizer: String,
+    pub weights: String,
+    /// Graphs, largest step first (prefill, then decode).
+    pub graphs: Vec<GraphManifest>,
+}
+
+impl Manifest {
+    pub fn read(dir: &std::path::Path) -> Result<Manifest, OnnxError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| OnnxError::Manifest(format!("reading {}: {e}", path.display())))?;
+        let m: Manifest =
+            serde_json::from_str(&text).map_err(|e| OnnxError::Manifest(format!("{}: {e}", path.display())))?;
+        if m.format != FORMAT {
+            return Err(OnnxError::Manifest(format!("{}: format {:?} is not {FORMAT:?}", path.display(), m.format)));
+        }
+        if m.graphs.is_empty() || m.graphs.iter().any(|g| g.tokens == 0 || g.tokens > m.context) {
+            return Err(OnnxError::Manifest(format!("{}: graphs must take 1 to {} tokens", path.display(), m.context)));
+        }
+        Ok(m)
+    }
+}
+
+pub fn elem_name(elem_type: i32) -> &'static str {
+    match elem_type {
+        data_type::FLOAT => "float32",
+        data_type::FLOAT16 => "float16",
+        data_type::INT32 => "int32",
+        data_type::INT64 => "int64",
+        _ => "other",
+    }
+}
+
+/// Describes a translated step graph's inputs and outputs by what the buffers hold.
+pub fn describe(
+    graph: &Graph,
+    translation: &Translation,
+    roles: &HashMap<BufferId, BufferRole>,
+    file: &str,
+    masked: f32,
+) -> Result<GraphManifest, OnnxError> {
+    let role_of = |node: usize| -> Option<BufferRole> {
+        let (leaf, _) = leaf_storage(graph, node)?;
+        match graph.node(leaf).op {
+            Op::Leaf(t) => roles.get(&t.buffer).copied(),
+            _ => None,
+        }
+    };
+    let unknown = |what: &str| OnnxError::Manifest(format!("{file}: {what} is not a step input the manifest can name"));
+    let mut tokens = 0;
+    let mut inputs = Vec::new();
+    for input in &translation.inputs {
+        let binding = match &input.source {
+            HostInput::Leaf { node } => match role_of(*node) {
+                Some(BufferRole::Tokens) => {
+                    tokens = graph.node(*node).shape.count();
+                    Binding::Tokens
+                }
+                Some(BufferRole::Kv { layer, part }) => Binding::Kv { layer, part },
+                _ => return Err(unknown(&format!("leaf {node}"))),
+            },
+            HostInput::RopeCos { pos, rot_dims, base, freq_scale } if role_of(*pos) == Some(BufferRole::Positions) => {
+                Binding::RopeCos { rot_dims: *rot_dims, base: *base, freq_scale: *freq_scale }
+            }
+            HostInput::RopeSin { pos, rot_dims, base, freq_scale } if role_of(*pos) == Some(BufferRole::Positions) => {
+                Binding::RopeSin { rot_dims: *rot_dims, base: *base, freq_scale: *freq_scale }
+            }
+            HostInput::Mask { pos, tables: None, window, .. } if role_of(*pos) == Some(BufferRole::Positions) => {
+                Binding::Mask { window: *window, masked }
+            }
+            HostInput::Rows { store } if matches!(graph.node(*store).op, Op::Store { .. }) => Binding::StoreRows,
+            other => return Err(unknown(&format!("{other:?}"))),
+        };
+        inputs.push(Port {
+            name: input.name.clone(),
+            binding,
+            elem_type: elem_name(input.elem_type).into(),
+            dims: input.dims.clone(),
+        });
+    }
+    let mut outputs = Vec::new();
+    let mut logits_rows = 0;
+    for out in &translation.outputs {
+        let store = graph.node(out.store);
+        let dst = store.inputs[1];
+        let width = graph.node(dst).shape.cols();
+        let rows = graph.node(store.inputs[0]).shape.count() / width.max(1);
+        let binding = match role_of(dst) {
+            Some(BufferRole::Kv { layer, part }) => Binding::Kv { layer, part },
+            Some(BufferRole::Logits) => {
+                logits_rows = rows;
+                Binding::Logits
+            }
+            _ => return Err(unknown(&format!("the destination of store {}", out.store))),
+        };
+        outputs.push(Port { name: out.name.clone(), binding, elem_type: "float32".into(), dims: vec![rows, width] });
+    }
+    Ok(GraphManifest { file: file.into(), tokens, logits_rows, inputs, outputs })
+}
+
+/// What `export_model` writes.
+#[derive(Clone, Copy, Debug)]
+pub struct ExportOptions {
+    pub precision: crate::Precision,
+    /// Tokens per prefill run.
+    pub seq_len: usize,
+    /// Positions the KV cache holds.
+    pub context: usize,
+}
+
+/// Reads weights through the backend the model was loaded on.
+struct BackendReader<'a>(&'a dyn tessera_backend::Backend);
+
+impl crate::BufferReader for BackendReader<'_> {
+    fn read(&self, buffer: BufferId, offset: usize, len: usize) -> Result<Vec<u8>, String> {
+        let mut out = vec![0; len];
+        self.0.download(buffer, offset, &mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+}
+
+fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> OnnxError + '_ {
+    move |e| OnnxError::Manifest(format!("writing {}: {e}", path.display()))
+}
+
+/// Exports `model` into `out`: `prefill.onnx` (`seq_len` tokens) and `decode.onnx` (one token)
+/// over an F32 KV cache of `context` positions, `weights.bin` shared by both, `model.gguf` (the
+/// source's metadata and tokenizer, no tensors) and `manifest.json`.
+pub fn export_model(
+    model: &tessera_runtime::LoadedModel,
+    out: &std::path::Path,
+    options: ExportOptions,
+) -> Result<Manifest, OnnxError> {
+    use prost::Message;
+    let err = |e: tessera_runtime::RuntimeError| OnnxError::Manifest(e.to_string());
+    if options.seq_len == 0 || options.seq_len > options.context {
+        return Err(OnnxError::Manifest(format!(
+            "--seq-len must be between 1 and the context ({}), got {}",
+            options.context, options.seq_len
+        )));
+    }
+    let cfg = model.config().clone();
+    let ctx = model
+        .new_context(tessera_runtime::ContextOptions {
+            n_ctx: options.context,
+            n_batch: options.seq_len,
+            kv_type: tessera_backend::DType::F32,
+        })
+        .map_err(err)?;
+    let backend = model.backend();
+    let mut roles = HashMap::new();
+    for (layer, (k, v)) in ctx.kv_cache().layers().iter().enumerate() {
+        roles.insert(k.id(), BufferRole::Kv { layer, part: KvPart::Key });
+        roles.insert(v.id(), BufferRole::Kv { layer, part: KvPart::Value });
+    }
+    std::fs::create_dir_all(out).map_err(io_error(out))?;
+    let mut blob = crate::WeightBlob::new();
+    let mut graphs = Vec::new();
+    let steps: &[(usize, &str)] = if options.seq_len == 1 {
+        &[(1, "decode.onnx")]
+    } else {
+        &[(options.seq_len, "prefill.onnx"), (1, "decode.onnx")]
+    };
+    for &(n, file) in steps {
+        let logits = tessera_backend::OwnedBuffer::alloc(backend, n * cfg.vocab_size * 4).map_err(|e| err(e.into()))?;
+        let (graph, [ids, pos]) = ctx.step_graph(n, tessera_runtime::Logits::All, &logits).map_err(err)?;
+        let mut roles = roles.clone();
+        roles.insert(ids.id(), BufferRole::Tokens);
+        roles.insert(pos.id(), BufferRole::Positions);
+        roles.insert(logits.id(), BufferRole::Logits);
+        let leaf_roles = crate::classify_leaves(&graph);
+        let t = crate::translate(&graph, &leaf_roles, options.precision, &mut blob, &BackendReader(backend.as_ref()))?;
+        graphs.push(describe(&graph, &t, &roles, file, crate::translate::MASKED)?);
+        let path = out.join(file);
+        std::fs::write(&path, t.model.encode_to_vec()).map_err(io_error(&path))?;
+    }
+    let path = out.join(crate::WEIGHTS_FILE);
+    std::fs::write(&path, &blob.data).map_err(io_error(&path))?;
+    let mut w = tessera_formats::GgufWriter::new();
+    for (k, v) in model.source.metadata.iter() {
+        w.add_metadata(k.clone(), v.clone()).map_err(|e| OnnxError::Manifest(format!("model.gguf: {e}")))?;
+    }
+    let path = out.join("model.gguf");
+    w.write_file(&path).map_err(|e| OnnxError::Manifest(format!("writing {}: {e}", path.display())))?;
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        version: 1,
+        architecture: model.source.metadata.architecture().unwrap_or("unknown").to_string(),
+        precision: options.precision.name().into(),
+        opset: crate::OPSET,
+        context: options.context,
+        vocab: cfg.vocab_size,
+        n_layers: cfg.n_layers,
+        kv_width: cfg.kv_dim(),
+        tokenizer: "model.gguf".into(),
+        weights: crate::WEIGHTS_FILE.into(),
+        graphs,
+    };
+    let path = out.join(MANIFEST_FILE);
+    let text = serde_json::to_string_pretty(&manifest).map_err(|e| OnnxError::Manifest(e.to_string()))?;
+    std::fs::write(&path, text + "\n").map_err(io_error(&path))?;
+    Ok(manifest)
+}
