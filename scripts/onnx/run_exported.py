@@ -33,10 +33,13 @@ def rope_table(positions, rot_dims, base, freq_scale, fn):
 
 
 def mask(positions, context, window, masked):
-    m = np.full((len(positions), context), masked, np.float32)
+    # The cache before the step, then the step's own rows; the step starts at positions[0].
+    n, start = len(positions), positions[0]
+    m = np.full((n, context + n), masked, np.float32)
     for r, p in enumerate(positions):
         first = 0 if window is None else max(0, p + 1 - window)
-        m[r, first : p + 1] = 0.0
+        for j in range(first, p + 1):
+            m[r, j if j < start else context + j - start] = 0.0
     return m
 
 
@@ -45,7 +48,8 @@ def session(path, provider):
     if provider == "qnn":
         import onnxruntime_qnn
 
-        ort.register_execution_provider_library("QNNExecutionProvider", onnxruntime_qnn.get_library_path())
+        if not any(d.ep_name == "QNNExecutionProvider" for d in ort.get_ep_devices()):
+            ort.register_execution_provider_library("QNNExecutionProvider", onnxruntime_qnn.get_library_path())
         devices = [d for d in ort.get_ep_devices() if d.ep_name == "QNNExecutionProvider"]
         so.add_provider_for_devices(devices, {"backend_type": "htp"})
         so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
@@ -93,8 +97,6 @@ def main():
                 value = rope_table(positions, port["rot_dims"], port["base"], port["freq_scale"], fn)
             elif kind == "mask":
                 value = mask(positions, context, port.get("window"), port["masked"])
-            elif kind == "store_rows":
-                value = np.array(positions, np.int64).reshape(n, 1)
             elif kind == "kv":
                 value = kv[(port["layer"], port["part"])]
             else:

@@ -13,6 +13,7 @@ use prost::Message;
 use tessera_backend::{Backend, BackendError, BufferId, DeviceInfo, DeviceKind, Graph, HostBytes, NodeId, Op};
 use tessera_onnx::host::{self, HostTensor};
 use tessera_onnx::proto::data_type;
+use tessera_onnx::qdq::{self, Ranges};
 use tessera_onnx::{
     classify_leaves, translate, BufferReader, LeafRole, OnnxError, OnnxInput, Precision, StoreOutput, WeightBlob,
     WEIGHTS_FILE,
@@ -74,11 +75,23 @@ pub struct OrtOptions {
     /// Threads for ONNX Runtime's CPU kernels.
     pub threads: usize,
     pub precision: Precision,
+    /// Added to masked attention scores (see `tessera_onnx::MASKED_QUANTIZED`).
+    pub mask_value: f32,
+    /// Record the range of every float value of every run, for calibrating a QDQ export.
+    pub observe: bool,
 }
 
 impl OrtOptions {
     pub fn new(provider: Provider) -> OrtOptions {
-        OrtOptions { provider, ep_options: Vec::new(), no_cpu_fallback: false, threads: 1, precision: Precision::Fp32 }
+        OrtOptions {
+            provider,
+            ep_options: Vec::new(),
+            no_cpu_fallback: false,
+            threads: 1,
+            precision: Precision::Fp32,
+            mask_value: tessera_onnx::MASKED,
+            observe: false,
+        }
     }
 }
 
@@ -103,6 +116,7 @@ impl Buffer {
 }
 
 struct Compiled {
+    key: String,
     session: Mutex<Session>,
     inputs: Vec<OnnxInput>,
     outputs: Vec<StoreOutput>,
@@ -119,6 +133,8 @@ pub struct OrtBackend {
     generation: AtomicU64,
     weights: Mutex<Weights>,
     sessions: Mutex<Vec<(String, Arc<Compiled>)>>,
+    /// With `observe`: value ranges by graph structure.
+    ranges: Mutex<HashMap<String, Ranges>>,
 }
 
 struct Weights {
@@ -160,6 +176,7 @@ impl OrtBackend {
             generation: AtomicU64::new(1),
             weights: Mutex::new(Weights { blob: WeightBlob::new(), shared: Arc::from(Vec::new()) }),
             sessions: Mutex::new(Vec::new()),
+            ranges: Mutex::new(HashMap::new()),
         };
         Ok(backend)
     }
@@ -207,16 +224,28 @@ impl OrtBackend {
         let (translation, shared) = {
             let mut weights = self.weights.lock().unwrap_or_else(|e| e.into_inner());
             let before = weights.blob.data.len();
-            let t = translate(graph, &roles, self.options.precision, &mut weights.blob, &Reader(self))
-                .map_err(onnx_error)?;
+            let t = translate(
+                graph,
+                &roles,
+                self.options.precision,
+                self.options.mask_value,
+                &mut weights.blob,
+                &Reader(self),
+            )
+            .map_err(onnx_error)?;
             if weights.blob.data.len() != before || weights.shared.is_empty() {
                 weights.shared = Arc::from(weights.blob.data.clone());
             }
             (t, weights.shared.clone())
         };
-        let model = translation.model.encode_to_vec();
+        let model = if self.options.observe {
+            tessera_onnx::qdq::with_observers(&translation.model).encode_to_vec()
+        } else {
+            translation.model.encode_to_vec()
+        };
         let session = self.build_session(&model, shared)?;
         let compiled = Arc::new(Compiled {
+            key: key.clone(),
             session: Mutex::new(session),
             inputs: translation.inputs,
             outputs: translation.outputs,
@@ -300,6 +329,12 @@ impl OrtBackend {
         data[w.offset..end].copy_from_slice(&w.bytes);
         buf.generation = generation;
         Ok(())
+    }
+
+    /// The value ranges recorded (with `observe`) over runs of graphs shaped as `graph`.
+    pub fn ranges(&self, graph: &Graph) -> Option<Ranges> {
+        let key = self.structure_key(graph, &classify_leaves(graph));
+        self.ranges.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned()
     }
 
     /// Every leaf names a live buffer and lies inside it.
@@ -460,8 +495,14 @@ impl Backend for OrtBackend {
         let reader = Reader(self);
         host::check_ids(graph, &reader, &compiled.id_checks).map_err(onnx_error)?;
         let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(compiled.inputs.len());
+        let mut observed = Ranges::new();
         for input in &compiled.inputs {
             let data = host::fill(graph, &reader, input).map_err(onnx_error)?;
+            if self.options.observe && data.elem_type == data_type::FLOAT {
+                let values: Vec<f32> =
+                    data.bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                qdq::observe(&mut observed, &input.name, &values);
+            }
             let value = to_value(data).map_err(|e| device_error(format!("input {}: {e}", input.name)))?;
             inputs.push((input.name.clone(), value));
         }
@@ -469,6 +510,18 @@ impl Backend for OrtBackend {
         {
             let mut session = compiled.session.lock().unwrap_or_else(|e| e.into_inner());
             let outputs = session.run(inputs).map_err(|e| device_error(format!("run: {e}")))?;
+            if self.options.observe {
+                for (name, value) in outputs.iter() {
+                    if let Ok((_, values)) = value.try_extract_tensor::<f32>() {
+                        qdq::observe(&mut observed, name, values);
+                    }
+                }
+                let mut ranges = self.ranges.lock().unwrap_or_else(|e| e.into_inner());
+                let entry = ranges.entry(compiled.key.clone()).or_default();
+                for (name, (lo, hi)) in observed.drain() {
+                    qdq::observe(entry, &name, &[lo, hi]);
+                }
+            }
             for out in &compiled.outputs {
                 let (_, rows) = outputs[out.name.as_str()]
                     .try_extract_tensor::<f32>()

@@ -7,8 +7,15 @@ use clap::{Args, Subcommand, ValueEnum};
 use tessera_onnx::export::{export_model, ExportOptions};
 use tessera_onnx::Precision;
 
+use std::sync::Arc;
+
+use tessera_backend::DType;
+use tessera_backend_ort::{OrtBackend, OrtOptions, Provider};
+use tessera_onnx::qdq::Activations;
+use tessera_runtime::{ContextOptions, LoadedModel, Logits};
+
 use crate::cmd_run::load_model;
-use crate::{ComputeArgs, DeviceArgs};
+use crate::{backends, model_store, ComputeArgs, DeviceArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum ExportCommand {
@@ -17,10 +24,16 @@ pub enum ExportCommand {
     Onnx(OnnxArgs),
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PrecisionArg {
+    /// F32 weights and activations.
     Fp32,
+    /// F16 weights, F32 activations.
     Fp16,
+    /// QDQ: int8 weights (one scale per output row), uint8 activations, calibrated.
+    QdqInt8,
+    /// QDQ: int8 weights, uint16 activations, calibrated (what Qualcomm's HTP runs best).
+    QdqA16w8,
 }
 
 #[derive(Args, Debug)]
@@ -39,6 +52,15 @@ pub struct OnnxArgs {
     /// Positions of the KV cache.
     #[arg(long = "ctx", default_value_t = 512)]
     pub ctx: usize,
+    /// Text to calibrate the QDQ scales on (qdq-* precisions).
+    #[arg(long)]
+    pub calib: Option<PathBuf>,
+    /// Most calibration tokens to run (prefill steps; then 32 decode steps).
+    #[arg(long = "calib-tokens", default_value_t = 1024)]
+    pub calib_tokens: usize,
+    /// Threads (default: all available cores).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
 }
 
 pub fn run(cmd: ExportCommand) -> Result<()> {
@@ -46,15 +68,39 @@ pub fn run(cmd: ExportCommand) -> Result<()> {
     if args.output.exists() && args.output.read_dir().map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{} exists and is not an empty directory", args.output.display());
     }
-    let compute =
-        ComputeArgs { model: args.model.clone(), threads: None, backend: "cpu".into(), device: DeviceArgs::default() };
-    let model = load_model(&compute)?;
-    let precision = match args.precision {
-        PrecisionArg::Fp32 => Precision::Fp32,
-        PrecisionArg::Fp16 => Precision::Fp16,
+    let (precision, quantize) = match args.precision {
+        PrecisionArg::Fp32 => (Precision::Fp32, None),
+        PrecisionArg::Fp16 => (Precision::Fp16, None),
+        PrecisionArg::QdqInt8 => (Precision::Fp32, Some(Activations::U8)),
+        PrecisionArg::QdqA16w8 => (Precision::Fp32, Some(Activations::U16)),
     };
-    let options = ExportOptions { precision, seq_len: args.seq_len, context: args.ctx };
-    let manifest = export_model(&model, &args.output, options).with_context(|| format!("exporting {}", args.model))?;
+    let options = ExportOptions { precision, quantize, seq_len: args.seq_len, context: args.ctx };
+    let manifest = if quantize.is_some() {
+        let calib = args.calib.as_ref().context("qdq precisions calibrate on a text: pass --calib FILE")?;
+        let text = std::fs::read_to_string(calib).with_context(|| format!("reading {}", calib.display()))?;
+        // The model runs on ONNX Runtime's CPU provider, recording the range of every value of
+        // the very graphs it then exports.
+        let mut ort = OrtOptions::new(Provider::Cpu);
+        ort.observe = true;
+        ort.mask_value = tessera_onnx::MASKED_QUANTIZED;
+        ort.threads = args.threads.unwrap_or_else(backends::default_threads);
+        let backend = Arc::new(OrtBackend::new(ort).context("calibrating on ONNX Runtime")?);
+        let path = model_store::resolve(&args.model, false)?;
+        let model = LoadedModel::load(&path, backend.clone(), None)?;
+        calibrate(&model, &text, &args)?;
+        let ranges = |g: &tessera_backend::Graph| backend.ranges(g);
+        export_model(&model, &args.output, options, Some(&ranges))
+    } else {
+        let compute = ComputeArgs {
+            model: args.model.clone(),
+            threads: args.threads,
+            backend: "cpu".into(),
+            device: DeviceArgs::default(),
+        };
+        let model = load_model(&compute)?;
+        export_model(&model, &args.output, options, None)
+    }
+    .with_context(|| format!("exporting {}", args.model))?;
     for g in &manifest.graphs {
         println!("{}: {} tokens, {} inputs, {} outputs", g.file, g.tokens, g.inputs.len(), g.outputs.len());
     }
@@ -66,5 +112,36 @@ pub fn run(cmd: ExportCommand) -> Result<()> {
         manifest.context,
         args.output.display()
     );
+    Ok(())
+}
+
+/// Runs prefill steps of exactly `--seq-len` tokens over the text, then decode steps, so both
+/// exported graphs have ranges.
+fn calibrate(model: &LoadedModel, text: &str, args: &OnnxArgs) -> Result<()> {
+    let tokens = model.tokenizer.encode(text, true, false);
+    let options = ContextOptions { n_ctx: args.ctx, n_batch: args.seq_len, kv_type: DType::F32 };
+    let mut ctx = model.new_context(options)?;
+    let budget = args.calib_tokens.min(tokens.len());
+    if budget < args.seq_len + 32 || args.ctx < args.seq_len + 32 {
+        bail!(
+            "calibration needs --seq-len + 32 tokens of text and of context ({} text tokens, --calib-tokens {}, --ctx {})",
+            tokens.len(),
+            args.calib_tokens,
+            args.ctx
+        );
+    }
+    let mut done = 0;
+    let start = std::time::Instant::now();
+    while done + args.seq_len + 32 <= budget {
+        if ctx.n_past() + args.seq_len + 32 > args.ctx {
+            ctx.clear();
+        }
+        ctx.eval(&tokens[done..done + args.seq_len], Logits::All)?;
+        done += args.seq_len;
+    }
+    for &t in tokens.iter().skip(done).take(32) {
+        ctx.eval(&[t], Logits::All)?;
+    }
+    eprintln!("calibrated on {} tokens in {:.1} s", done + 32, start.elapsed().as_secs_f64());
     Ok(())
 }

@@ -44,11 +44,12 @@ pub enum Binding {
     RopeCos { rot_dims: usize, base: f32, freq_scale: f32 },
     /// The sine of the same angles.
     RopeSin { rot_dims: usize, base: f32, freq_scale: f32 },
-    /// Additive mask float32 `[tokens, context]`: 0 where a token at position `p` may attend to
-    /// cache row `j` (`j <= p`, and `p - j < window` when set), `masked` elsewhere.
+    /// Additive mask float32 `[tokens, context + tokens]` over the cache before the step
+    /// followed by the step's own rows: 0 where a token at position `p` may attend, `masked`
+    /// elsewhere. For a step whose first token is at position `s`, cache row `j` is visible when
+    /// `j < s` and `j <= p`, the step's row `m` when `s + m <= p`; with a window, only positions
+    /// `q` with `p - q < window`.
     Mask { window: Option<usize>, masked: f32 },
-    /// The cache rows the step writes (each token's position), int64 `[tokens, 1]`.
-    StoreRows,
     /// As an input: the layer's whole cache, `[context, kv_width]`, before the step. As an
     /// output: the rows the step computed, `[tokens, kv_width]`, which the driver writes into
     /// the cache at the tokens' positions.
@@ -129,7 +130,6 @@ pub fn describe(
     translation: &Translation,
     roles: &HashMap<BufferId, BufferRole>,
     file: &str,
-    masked: f32,
 ) -> Result<GraphManifest, OnnxError> {
     let role_of = |node: usize| -> Option<BufferRole> {
         let (leaf, _) = leaf_storage(graph, node)?;
@@ -157,10 +157,9 @@ pub fn describe(
             HostInput::RopeSin { pos, rot_dims, base, freq_scale } if role_of(*pos) == Some(BufferRole::Positions) => {
                 Binding::RopeSin { rot_dims: *rot_dims, base: *base, freq_scale: *freq_scale }
             }
-            HostInput::Mask { pos, tables: None, window, .. } if role_of(*pos) == Some(BufferRole::Positions) => {
-                Binding::Mask { window: *window, masked }
+            HostInput::AppendMask { pos, window, masked, .. } if role_of(*pos) == Some(BufferRole::Positions) => {
+                Binding::Mask { window: *window, masked: *masked }
             }
-            HostInput::Rows { store } if matches!(graph.node(*store).op, Op::Store { .. }) => Binding::StoreRows,
             other => return Err(unknown(&format!("{other:?}"))),
         };
         inputs.push(Port {
@@ -194,6 +193,8 @@ pub fn describe(
 #[derive(Clone, Copy, Debug)]
 pub struct ExportOptions {
     pub precision: crate::Precision,
+    /// QDQ form with activations of this width (int8 weights); needs calibration ranges.
+    pub quantize: Option<crate::qdq::Activations>,
     /// Tokens per prefill run.
     pub seq_len: usize,
     /// Positions the KV cache holds.
@@ -218,10 +219,15 @@ fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> OnnxError 
 /// Exports `model` into `out`: `prefill.onnx` (`seq_len` tokens) and `decode.onnx` (one token)
 /// over an F32 KV cache of `context` positions, `weights.bin` shared by both, `model.gguf` (the
 /// source's metadata and tokenizer, no tensors) and `manifest.json`.
+///
+/// A QDQ export (`options.quantize`) takes each graph's value ranges from `calibration`, which
+/// gets the graph (see `OrtBackend::ranges`: runs of the same shapes with `observe`, on a model
+/// whose masks use [`crate::MASKED_QUANTIZED`]).
 pub fn export_model(
     model: &tessera_runtime::LoadedModel,
     out: &std::path::Path,
     options: ExportOptions,
+    calibration: Option<&dyn Fn(&Graph) -> Option<crate::qdq::Ranges>>,
 ) -> Result<Manifest, OnnxError> {
     use prost::Message;
     let err = |e: tessera_runtime::RuntimeError| OnnxError::Manifest(e.to_string());
@@ -247,6 +253,8 @@ pub fn export_model(
     }
     std::fs::create_dir_all(out).map_err(io_error(out))?;
     let mut blob = crate::WeightBlob::new();
+    let mut quantized = crate::qdq::QuantizedBlob::default();
+    let masked = if options.quantize.is_some() { crate::MASKED_QUANTIZED } else { crate::MASKED };
     let mut graphs = Vec::new();
     let steps: &[(usize, &str)] = if options.seq_len == 1 {
         &[(1, "decode.onnx")]
@@ -261,13 +269,24 @@ pub fn export_model(
         roles.insert(pos.id(), BufferRole::Positions);
         roles.insert(logits.id(), BufferRole::Logits);
         let leaf_roles = crate::classify_leaves(&graph);
-        let t = crate::translate(&graph, &leaf_roles, options.precision, &mut blob, &BackendReader(backend.as_ref()))?;
-        graphs.push(describe(&graph, &t, &roles, file, crate::translate::MASKED)?);
+        let reader = BackendReader(backend.as_ref());
+        let t = crate::translate(&graph, &leaf_roles, options.precision, masked, &mut blob, &reader)?;
+        graphs.push(describe(&graph, &t, &roles, file)?);
+        let onnx = match options.quantize {
+            None => t.model,
+            Some(act) => {
+                let ranges = calibration.and_then(|c| c(&graph)).ok_or_else(|| {
+                    OnnxError::Manifest(format!("{file}: no calibration ranges for a graph of {n} tokens"))
+                })?;
+                crate::qdq::quantize_model(&t.model, &ranges, &blob.data, &mut quantized, act)?
+            }
+        };
         let path = out.join(file);
-        std::fs::write(&path, t.model.encode_to_vec()).map_err(io_error(&path))?;
+        std::fs::write(&path, onnx.encode_to_vec()).map_err(io_error(&path))?;
     }
     let path = out.join(crate::WEIGHTS_FILE);
-    std::fs::write(&path, &blob.data).map_err(io_error(&path))?;
+    let weights = if options.quantize.is_some() { &quantized.data } else { &blob.data };
+    std::fs::write(&path, weights).map_err(io_error(&path))?;
     let mut w = tessera_formats::GgufWriter::new();
     for (k, v) in model.source.metadata.iter() {
         w.add_metadata(k.clone(), v.clone()).map_err(|e| OnnxError::Manifest(format!("model.gguf: {e}")))?;
@@ -278,7 +297,11 @@ pub fn export_model(
         format: FORMAT.into(),
         version: 1,
         architecture: model.source.metadata.architecture().unwrap_or("unknown").to_string(),
-        precision: options.precision.name().into(),
+        precision: match options.quantize {
+            None => options.precision.name().into(),
+            Some(crate::qdq::Activations::U8) => "qdq-int8".into(),
+            Some(crate::qdq::Activations::U16) => "qdq-a16w8".into(),
+        },
         opset: crate::OPSET,
         context: options.context,
         vocab: cfg.vocab_size,

@@ -5,7 +5,7 @@
 use tessera_backend::{BufferId, DType, Graph, NodeId, Op};
 
 use crate::proto::data_type;
-use crate::translate::{BufferReader, HostInput, OnnxInput, MASKED};
+use crate::translate::{BufferReader, HostInput, OnnxInput};
 use crate::OnnxError;
 
 /// One input's data: little-endian bytes of `elem_type` values in `dims`.
@@ -59,13 +59,42 @@ pub fn fill(graph: &Graph, reader: &dyn BufferReader, input: &OnnxInput) -> Resu
             let table = rope_table(&positions, *rot_dims, *base, *freq_scale, cos);
             table.iter().flat_map(|v| v.to_le_bytes()).collect()
         }
-        HostInput::Mask { pos, tables, rows, window, block_size } => {
+        HostInput::Mask { pos, tables, rows, window, block_size, masked } => {
             let positions = read_i32(graph, reader, *pos)?;
             let tables = match tables {
                 Some(t) => Some((read_i32(graph, reader, *t)?, graph.node(*t).shape.cols())),
                 None => None,
             };
-            let mask = attention_mask(graph, *pos, &positions, tables.as_ref(), *rows, *window, *block_size)?;
+            let mask = attention_mask(graph, *pos, &positions, tables.as_ref(), *rows, *window, *block_size, *masked)?;
+            mask.iter().flat_map(|v| v.to_le_bytes()).collect()
+        }
+        HostInput::AppendMask { pos, store, rows, window, masked } => {
+            let positions = read_i32(graph, reader, *pos)?;
+            let (start, new) = match graph.node(*store).op {
+                Op::Store { row } => (row, graph.node(graph.node(*store).inputs[0]).shape.rows()),
+                _ => return Err(invalid(graph, *store, "not a Store".into())),
+            };
+            let user = attention_user(graph, *pos);
+            let mut mask = vec![*masked; positions.len() * (rows + new)];
+            for (n, &p) in positions.iter().enumerate() {
+                if p < 0 || p as usize >= *rows {
+                    return Err(invalid(
+                        graph,
+                        user,
+                        format!("position {p} of row {n} is outside the cache of {rows} positions"),
+                    ));
+                }
+                let p = p as usize;
+                let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
+                let row = &mut mask[n * (rows + new)..(n + 1) * (rows + new)];
+                for j in first..=p {
+                    if j < start {
+                        row[j] = 0.0;
+                    } else if j < start + new {
+                        row[rows + j - start] = 0.0;
+                    }
+                }
+            }
             mask.iter().flat_map(|v| v.to_le_bytes()).collect()
         }
         HostInput::Rows { store } => store_rows(graph, reader, *store)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
@@ -91,6 +120,7 @@ pub fn rope_table(positions: &[i32], rot_dims: usize, base: f32, freq_scale: f32
 
 /// The additive mask `[N, rows]` of an `Attention` (no tables) or `PagedAttention` node whose
 /// positions input is `pos_node`.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_mask(
     graph: &Graph,
     pos_node: NodeId,
@@ -99,6 +129,7 @@ pub fn attention_mask(
     rows: usize,
     window: Option<usize>,
     block_size: usize,
+    masked: f32,
 ) -> Result<Vec<f32>, OnnxError> {
     // Errors name the attention node reading these positions.
     let user = (pos_node..graph.len())
@@ -107,7 +138,7 @@ pub fn attention_mask(
                 && graph.node(n).inputs[3] == pos_node
         })
         .unwrap_or(pos_node);
-    let mut mask = vec![MASKED; positions.len() * rows];
+    let mut mask = vec![masked; positions.len() * rows];
     for (n, &p) in positions.iter().enumerate() {
         let limit = match tables {
             Some((_, blocks)) => blocks * block_size,
@@ -143,6 +174,16 @@ pub fn attention_mask(
         }
     }
     Ok(mask)
+}
+
+/// The attention node reading positions `pos_node`, which errors about them name.
+fn attention_user(graph: &Graph, pos_node: NodeId) -> NodeId {
+    (pos_node..graph.len())
+        .find(|&n| {
+            matches!(graph.node(n).op, Op::Attention { .. } | Op::PagedAttention { .. })
+                && graph.node(n).inputs[3] == pos_node
+        })
+        .unwrap_or(pos_node)
 }
 
 /// The destination rows of a store, checked: `row..row + N` for `Store`, the slots for

@@ -14,11 +14,12 @@
 pub mod export;
 pub mod host;
 pub mod proto;
+pub mod qdq;
 mod translate;
 
 pub use translate::{
     classify_leaves, translate, BufferReader, HostInput, LeafRole, OnnxInput, Precision, StoreOutput, Translation,
-    WeightBlob, OPSET, WEIGHTS_FILE,
+    WeightBlob, MASKED, MASKED_QUANTIZED, OPSET, WEIGHTS_FILE,
 };
 
 use tessera_backend::NodeId;

@@ -18,9 +18,11 @@ pub const OPSET: i64 = 21;
 const IR_VERSION: i64 = 10;
 /// The file name initializers refer to (a session gets the blob from memory under this name).
 pub const WEIGHTS_FILE: &str = "weights.bin";
-/// Added to masked attention scores: large enough that `exp` underflows to zero, finite so that
-/// quantized graphs can still represent it.
-pub(crate) const MASKED: f32 = -1.0e9;
+/// Added to masked attention scores: large enough that `exp` underflows to zero, finite.
+pub const MASKED: f32 = -1.0e9;
+/// The same for quantized models, whose masked scores share one scale with the others: small
+/// enough to keep their precision, still `exp(-100) ≈ 4e-44` after the softmax.
+pub const MASKED_QUANTIZED: f32 = -100.0;
 
 /// How a leaf enters the ONNX model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -176,7 +178,11 @@ pub enum HostInput {
     RopeSin { pos: NodeId, rot_dims: usize, base: f32, freq_scale: f32 },
     /// Additive attention mask `[N, rows]` f32: 0 where query row `n` may attend to cache row
     /// `j`, a large negative number elsewhere. With `tables`, rows are a paged pool.
-    Mask { pos: NodeId, tables: Option<NodeId>, rows: usize, window: Option<usize>, block_size: usize },
+    Mask { pos: NodeId, tables: Option<NodeId>, rows: usize, window: Option<usize>, block_size: usize, masked: f32 },
+    /// Additive mask `[N, rows + M]` over a cache of `rows` rows followed by the `M` rows that
+    /// `store` (a `Store { row }`) writes: cache row `j` is visible to a token at position `p`
+    /// when `j < row` and `j <= p`, new row `m` when `row + m <= p` (and both within `window`).
+    AppendMask { pos: NodeId, store: NodeId, rows: usize, window: Option<usize>, masked: f32 },
     /// The destination rows of a `Store` (`row..row + N`) or `StoreRows` (its slots), `[N, 1]`
     /// i64, checked against the destination.
     Rows { store: NodeId },
@@ -212,6 +218,7 @@ pub fn translate(
     graph: &Graph,
     roles: &[Option<LeafRole>],
     precision: Precision,
+    masked: f32,
     weights: &mut WeightBlob,
     source: &dyn BufferReader,
 ) -> Result<Translation, OnnxError> {
@@ -219,6 +226,7 @@ pub fn translate(
         graph,
         roles,
         precision,
+        masked,
         weights,
         source,
         b: Builder::default(),
@@ -351,6 +359,7 @@ struct Translator<'a> {
     graph: &'a Graph,
     roles: &'a [Option<LeafRole>],
     precision: Precision,
+    masked: f32,
     weights: &'a mut WeightBlob,
     source: &'a dyn BufferReader,
     b: Builder,
@@ -465,8 +474,34 @@ impl Translator<'_> {
             }
             Op::Attention { n_heads, n_kv_heads, head_dim, scale, window } => {
                 let rows = self.graph.node(node.inputs[1]).shape.rows();
-                let mask = HostInput::Mask { pos: node.inputs[3], tables: None, rows, window: *window, block_size: 1 };
-                self.attention(id, &node.inputs, mask, rows, *n_heads, *n_kv_heads, *head_dim, *scale)?
+                let masked = self.masked;
+                let (pos, window) = (node.inputs[3], *window);
+                match (self.appended(node.inputs[1]), self.appended(node.inputs[2])) {
+                    // The cache before the step with the step's rows after it: no scatter, which
+                    // NPU compilers handle badly, and the mask hides the rows being replaced.
+                    (Some((k_past, k_new, store)), Some((v_past, v_new, _))) => {
+                        let new = self.graph.node(k_new).shape.rows();
+                        let mask = HostInput::AppendMask { pos, store, rows, window, masked };
+                        let k = self.concat_rows(k_past, k_new)?;
+                        let v = self.concat_rows(v_past, v_new)?;
+                        let inputs = [node.inputs[0], usize::MAX, usize::MAX];
+                        self.attention_over(
+                            id,
+                            &inputs,
+                            (k, v),
+                            mask,
+                            rows + new,
+                            *n_heads,
+                            *n_kv_heads,
+                            *head_dim,
+                            *scale,
+                        )?
+                    }
+                    _ => {
+                        let mask = HostInput::Mask { pos, tables: None, rows, window, block_size: 1, masked };
+                        self.attention(id, &node.inputs, mask, rows, *n_heads, *n_kv_heads, *head_dim, *scale)?
+                    }
+                }
             }
             Op::PagedAttention { n_heads, n_kv_heads, head_dim, scale, window, block_size } => {
                 let rows = self.graph.node(node.inputs[1]).shape.rows();
@@ -476,6 +511,7 @@ impl Translator<'_> {
                     rows,
                     window: *window,
                     block_size: *block_size,
+                    masked: self.masked,
                 };
                 self.attention(id, &node.inputs, mask, rows, *n_heads, *n_kv_heads, *head_dim, *scale)?
             }
@@ -691,9 +727,49 @@ impl Translator<'_> {
         if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) {
             return Err(self.untranslatable(id, "heads are not a multiple of KV heads"));
         }
-        let q = self.value(inputs[0])?;
         let k = self.value(inputs[1])?;
         let v = self.value(inputs[2])?;
+        self.attention_over(id, inputs, (k, v), mask, rows, n_heads, n_kv_heads, head_dim, scale)
+    }
+
+    /// A `Store { row }` into a state leaf: the leaf, the rows stored and the store.
+    fn appended(&self, id: NodeId) -> Option<(NodeId, NodeId, NodeId)> {
+        let node = self.graph.node(id);
+        let dst = node.inputs.get(1).copied()?;
+        match (&node.op, &self.graph.node(dst).op) {
+            (Op::Store { .. }, Op::Leaf(_)) if self.role(dst) == LeafRole::State => Some((dst, node.inputs[0], id)),
+            _ => None,
+        }
+    }
+
+    /// `past` (`[C, D]`) with the rows of `new` after it.
+    fn concat_rows(&mut self, past: NodeId, new: NodeId) -> Result<String, OnnxError> {
+        let width = self.graph.node(past).shape.cols() as i64;
+        let p = self.value(past)?;
+        let n = self.value(new)?;
+        let n = self.b.reshape(&n, &[-1, width]);
+        Ok(self.b.op("Concat", &[&p, &n], vec![attr_int("axis", 0)]))
+    }
+
+    /// Attention of `inputs[0]` over the values `kv` (`[rows, KVH · hd]` each).
+    #[allow(clippy::too_many_arguments)]
+    fn attention_over(
+        &mut self,
+        id: NodeId,
+        inputs: &[NodeId],
+        kv: (String, String),
+        mask: HostInput,
+        rows: usize,
+        n_heads: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+        scale: f32,
+    ) -> Result<String, OnnxError> {
+        if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) {
+            return Err(self.untranslatable(id, "heads are not a multiple of KV heads"));
+        }
+        let q = self.value(inputs[0])?;
+        let (k, v) = kv;
         let n = self.graph.node(inputs[0]).shape.rows();
         let mask = self.host_input("mask", mask, data_type::FLOAT, vec![n, rows]);
         let (n, c, kvh, g, hd) =

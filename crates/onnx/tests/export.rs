@@ -65,8 +65,8 @@ fn check(name: &str, cpu_tolerance: f32) {
     let model = LoadedModel::load(&path, cpu, None).unwrap();
     let out = tempfile::tempdir().unwrap();
     // A prefill of 5 and a decode graph: 12 tokens take both (5 + 5 + 1 + 1).
-    let options = ExportOptions { precision: Precision::Fp32, seq_len: 5, context: 16 };
-    let manifest = export_model(&model, out.path(), options).unwrap();
+    let options = ExportOptions { precision: Precision::Fp32, quantize: None, seq_len: 5, context: 16 };
+    let manifest = export_model(&model, out.path(), options, None).unwrap();
     assert_eq!(Manifest::read(out.path()).unwrap(), manifest);
 
     let mut ctx =
@@ -107,7 +107,7 @@ fn a_sequence_length_longer_than_the_context_is_refused() {
     let cpu = Arc::new(CpuBackend::new(1)) as Arc<dyn Backend>;
     let model = LoadedModel::load(&path, cpu, None).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let options = ExportOptions { precision: Precision::Fp32, seq_len: 32, context: 16 };
-    let err = export_model(&model, out.path(), options).unwrap_err().to_string();
+    let options = ExportOptions { precision: Precision::Fp32, quantize: None, seq_len: 32, context: 16 };
+    let err = export_model(&model, out.path(), options, None).unwrap_err().to_string();
     assert!(err.contains("--seq-len"), "{err}");
 }
