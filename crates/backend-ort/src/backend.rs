@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use ort::logging::LogLevel;
+use ort::session::builder::SessionBuilder;
 use ort::session::Session;
 use ort::value::{DynValue, Tensor};
 use prost::Message;
@@ -15,8 +16,8 @@ use tessera_onnx::host::{self, HostTensor};
 use tessera_onnx::proto::data_type;
 use tessera_onnx::qdq::{self, Ranges};
 use tessera_onnx::{
-    classify_leaves, translate, BufferReader, LeafRole, OnnxError, OnnxInput, Precision, StoreOutput, WeightBlob,
-    WEIGHTS_FILE,
+    classify_leaves, translate, BufferReader, LeafRole, OnnxError, OnnxInput, Precision, StoreOutput, TranslateOptions,
+    WeightBlob, WEIGHTS_FILE,
 };
 
 use crate::runtime;
@@ -74,9 +75,8 @@ pub struct OrtOptions {
     pub no_cpu_fallback: bool,
     /// Threads for ONNX Runtime's CPU kernels.
     pub threads: usize,
-    pub precision: Precision,
-    /// Added to masked attention scores (see `tessera_onnx::MASKED_QUANTIZED`).
-    pub mask_value: f32,
+    /// How graphs become ONNX (`TranslateOptions::quantized` when calibrating a QDQ export).
+    pub translate: TranslateOptions,
     /// Record the range of every float value of every run, for calibrating a QDQ export.
     pub observe: bool,
 }
@@ -88,8 +88,7 @@ impl OrtOptions {
             ep_options: Vec::new(),
             no_cpu_fallback: false,
             threads: 1,
-            precision: Precision::Fp32,
-            mask_value: tessera_onnx::MASKED,
+            translate: TranslateOptions::float(Precision::Fp32),
             observe: false,
         }
     }
@@ -143,7 +142,7 @@ struct Weights {
     shared: Arc<[u8]>,
 }
 
-fn device_error(message: impl Into<String>) -> BackendError {
+pub(crate) fn device_error(message: impl Into<String>) -> BackendError {
     BackendError::Device { backend: "ort".into(), message: message.into() }
 }
 
@@ -160,15 +159,7 @@ fn onnx_error(e: OnnxError) -> BackendError {
 impl OrtBackend {
     /// Loads ONNX Runtime and checks that the provider can be set up; no session is built yet.
     pub fn new(options: OrtOptions) -> Result<OrtBackend, BackendError> {
-        let env = runtime::environment().map_err(device_error)?;
-        if options.provider == Provider::Qnn {
-            let path = qnn_library(&options.ep_options)?;
-            runtime::register_plugin(env, Provider::Qnn.ep_name(), &path).map_err(device_error)?;
-            if !env.devices().any(|d| d.ep().ok() == Some(Provider::Qnn.ep_name())) {
-                let found: Vec<String> = env.devices().filter_map(|d| d.ep().ok().map(str::to_string)).collect();
-                return Err(device_error(format!("{} offers no QNN device (devices: {found:?})", path.display())));
-            }
-        }
+        prepare_provider(&options)?;
         let backend = OrtBackend {
             options,
             buffers: RwLock::new(HashMap::new()),
@@ -224,15 +215,8 @@ impl OrtBackend {
         let (translation, shared) = {
             let mut weights = self.weights.lock().unwrap_or_else(|e| e.into_inner());
             let before = weights.blob.data.len();
-            let t = translate(
-                graph,
-                &roles,
-                self.options.precision,
-                self.options.mask_value,
-                &mut weights.blob,
-                &Reader(self),
-            )
-            .map_err(onnx_error)?;
+            let t = translate(graph, &roles, &self.options.translate, &mut weights.blob, &Reader(self))
+                .map_err(onnx_error)?;
             if weights.blob.data.len() != before || weights.shared.is_empty() {
                 weights.shared = Arc::from(weights.blob.data.clone());
             }
@@ -260,56 +244,14 @@ impl OrtBackend {
     }
 
     fn build_session(&self, model: &[u8], weights: Arc<[u8]>) -> Result<Session, BackendError> {
-        let env = runtime::environment().map_err(device_error)?;
         let o = &self.options;
         let err = |e: ort::Error| device_error(format!("{} session: {e}", o.provider.ep_name()));
-        let mut builder = Session::builder(env)
-            .map_err(err)?
-            .with_intra_threads(o.threads)
-            .map_err(|e| err(e.into()))?
-            .with_log_level(LogLevel::Verbose)
-            .map_err(|e| err(e.into()))?;
+        let mut builder = session_builder(o, &[])?;
         if !weights.is_empty() {
             builder =
                 builder.with_external_initializer_file_in_memory(WEIGHTS_FILE, weights).map_err(|e| err(e.into()))?;
         }
-        if o.no_cpu_fallback {
-            builder = builder.with_config_entry("session.disable_cpu_ep_fallback", "1").map_err(|e| err(e.into()))?;
-        }
-        let passed: Vec<(String, String)> = o.ep_options.iter().filter(|(k, _)| k != "ep_library").cloned().collect();
-        builder = match o.provider {
-            Provider::Cpu => builder,
-            Provider::Qnn => {
-                let ep = Provider::Qnn.ep_name();
-                let mut opts: Vec<(String, String)> =
-                    passed.iter().map(|(k, v)| (format!("{ep}.{k}"), v.clone())).collect();
-                if !passed.iter().any(|(k, _)| k == "backend_type" || k == "backend_path") {
-                    opts.push((format!("{ep}.backend_type"), "htp".into()));
-                }
-                let devices = env.devices().filter(|d| d.ep().ok() == Some(ep));
-                builder.with_devices(devices, Some(&opts)).map_err(|e| err(e.into()))?
-            }
-            Provider::Cann => {
-                let mut ep = ort::ep::CANN::default();
-                for (k, v) in &passed {
-                    ep = ort::ep::ArbitrarilyConfigurableExecutionProvider::with_arbitrary_config(ep, k, v);
-                }
-                builder.with_execution_providers([ep.build().error_on_failure()]).map_err(|e| err(e.into()))?
-            }
-            Provider::OpenVino => {
-                let mut ep = ort::ep::OpenVINO::default();
-                for (k, v) in &passed {
-                    ep = ort::ep::ArbitrarilyConfigurableExecutionProvider::with_arbitrary_config(ep, k, v);
-                }
-                builder.with_execution_providers([ep.build().error_on_failure()]).map_err(|e| err(e.into()))?
-            }
-        };
-        let _capture = runtime::capture_placement();
-        let session = builder.commit_from_memory(model).map_err(err)?;
-        for line in runtime::placement_lines() {
-            tracing::info!(provider = o.provider.name(), "{line}");
-        }
-        Ok(session)
+        commit(o, builder, |b| b.commit_from_memory(model))
     }
 
     fn write(&self, w: host::Write) -> Result<(), BackendError> {
@@ -335,6 +277,19 @@ impl OrtBackend {
     pub fn ranges(&self, graph: &Graph) -> Option<Ranges> {
         let key = self.structure_key(graph, &classify_leaves(graph));
         self.ranges.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned()
+    }
+
+    /// The ranges recorded over every graph run so far, merged by value name: the step graphs of
+    /// one model at different lengths translate to the same op sequence and names, so a decode
+    /// graph's values get the ranges its prefill graph saw too.
+    pub fn merged_ranges(&self) -> Ranges {
+        let mut merged = Ranges::new();
+        for r in self.ranges.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            for (name, &(lo, hi)) in r {
+                qdq::observe(&mut merged, name, &[lo, hi]);
+            }
+        }
+        merged
     }
 
     /// Every leaf names a live buffer and lies inside it.
@@ -546,4 +501,81 @@ impl Backend for OrtBackend {
             .insert(id, Buffer { storage: Storage::Mapped(bytes), generation });
         Some(Ok(id))
     }
+}
+
+/// Loads ONNX Runtime and, for providers shipped as plugins (QNN), registers the plugin and
+/// checks that it offers a device.
+pub(crate) fn prepare_provider(o: &OrtOptions) -> Result<(), BackendError> {
+    let env = runtime::environment().map_err(device_error)?;
+    if o.provider == Provider::Qnn {
+        let path = qnn_library(&o.ep_options)?;
+        runtime::register_plugin(env, Provider::Qnn.ep_name(), &path).map_err(device_error)?;
+        if !env.devices().any(|d| d.ep().ok() == Some(Provider::Qnn.ep_name())) {
+            let found: Vec<String> = env.devices().filter_map(|d| d.ep().ok().map(str::to_string)).collect();
+            return Err(device_error(format!("{} offers no QNN device (devices: {found:?})", path.display())));
+        }
+    }
+    Ok(())
+}
+
+/// A session builder for `o`'s provider with its options, threads and fallback policy, plus
+/// session configuration entries `config`.
+pub(crate) fn session_builder(o: &OrtOptions, config: &[(&str, &str)]) -> Result<SessionBuilder, BackendError> {
+    prepare_provider(o)?;
+    let env = runtime::environment().map_err(device_error)?;
+    let err = |e: ort::Error| device_error(format!("{} session: {e}", o.provider.ep_name()));
+    let mut builder = Session::builder(env)
+        .map_err(err)?
+        .with_intra_threads(o.threads)
+        .map_err(|e| err(e.into()))?
+        .with_log_level(LogLevel::Verbose)
+        .map_err(|e| err(e.into()))?;
+    if o.no_cpu_fallback {
+        builder = builder.with_config_entry("session.disable_cpu_ep_fallback", "1").map_err(|e| err(e.into()))?;
+    }
+    for (k, v) in config {
+        builder = builder.with_config_entry(k, v).map_err(|e| err(e.into()))?;
+    }
+    let passed: Vec<(String, String)> = o.ep_options.iter().filter(|(k, _)| k != "ep_library").cloned().collect();
+    Ok(match o.provider {
+        Provider::Cpu => builder,
+        Provider::Qnn => {
+            let ep = Provider::Qnn.ep_name();
+            let mut opts: Vec<(String, String)> =
+                passed.iter().map(|(k, v)| (format!("{ep}.{k}"), v.clone())).collect();
+            if !passed.iter().any(|(k, _)| k == "backend_type" || k == "backend_path") {
+                opts.push((format!("{ep}.backend_type"), "htp".into()));
+            }
+            let devices = env.devices().filter(|d| d.ep().ok() == Some(ep));
+            builder.with_devices(devices, Some(&opts)).map_err(|e| err(e.into()))?
+        }
+        Provider::Cann => {
+            let mut ep = ort::ep::CANN::default();
+            for (k, v) in &passed {
+                ep = ort::ep::ArbitrarilyConfigurableExecutionProvider::with_arbitrary_config(ep, k, v);
+            }
+            builder.with_execution_providers([ep.build().error_on_failure()]).map_err(|e| err(e.into()))?
+        }
+        Provider::OpenVino => {
+            let mut ep = ort::ep::OpenVINO::default();
+            for (k, v) in &passed {
+                ep = ort::ep::ArbitrarilyConfigurableExecutionProvider::with_arbitrary_config(ep, k, v);
+            }
+            builder.with_execution_providers([ep.build().error_on_failure()]).map_err(|e| err(e.into()))?
+        }
+    })
+}
+
+/// Builds the session and logs which provider took how many nodes.
+pub(crate) fn commit(
+    o: &OrtOptions,
+    mut builder: SessionBuilder,
+    build: impl FnOnce(&mut SessionBuilder) -> ort::Result<Session>,
+) -> Result<Session, BackendError> {
+    let _capture = runtime::capture_placement();
+    let session = build(&mut builder).map_err(|e| device_error(format!("{} session: {e}", o.provider.ep_name())))?;
+    for line in runtime::placement_lines() {
+        tracing::info!(provider = o.provider.name(), "{line}");
+    }
+    Ok(session)
 }

@@ -9,6 +9,8 @@
 //! runs without it, and says what is missing when asked for this backend.
 
 mod backend;
+pub mod exported;
 pub mod runtime;
 
 pub use backend::{OrtBackend, OrtOptions, Provider};
+pub use exported::ExportedModel;

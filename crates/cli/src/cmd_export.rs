@@ -82,13 +82,15 @@ pub fn run(cmd: ExportCommand) -> Result<()> {
         // the very graphs it then exports.
         let mut ort = OrtOptions::new(Provider::Cpu);
         ort.observe = true;
-        ort.mask_value = tessera_onnx::MASKED_QUANTIZED;
+        ort.translate = tessera_onnx::TranslateOptions::quantized();
         ort.threads = args.threads.unwrap_or_else(backends::default_threads);
         let backend = Arc::new(OrtBackend::new(ort).context("calibrating on ONNX Runtime")?);
         let path = model_store::resolve(&args.model, false)?;
         let model = LoadedModel::load(&path, backend.clone(), None)?;
         calibrate(&model, &text, &args)?;
-        let ranges = |g: &tessera_backend::Graph| backend.ranges(g);
+        // Only graphs that ran get ranges; theirs are merged (see `merged_ranges`).
+        let merged = backend.merged_ranges();
+        let ranges = |g: &tessera_backend::Graph| backend.ranges(g).map(|_| merged.clone());
         export_model(&model, &args.output, options, Some(&ranges))
     } else {
         let compute = ComputeArgs {

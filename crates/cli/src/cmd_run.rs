@@ -75,6 +75,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     if !args.chat && args.prompt.is_none() {
         bail!("give a prompt with -p, or --chat for an interactive chat");
     }
+    if crate::exported_run::is_export_dir(&args.compute.model) {
+        return crate::exported_run::run(&args, Sampler::new(sampler_options));
+    }
     let model = load_model(&args.compute)?;
     let mut ctx = model.new_context(ContextOptions {
         n_ctx: args.ctx_size,

@@ -12,6 +12,7 @@ mod cmd_route;
 mod cmd_run;
 mod cmd_serve;
 mod cmd_tokenize;
+mod exported_run;
 mod model_store;
 
 use std::process::ExitCode;

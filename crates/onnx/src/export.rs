@@ -16,7 +16,7 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const FORMAT: &str = "tessera-onnx";
 
 /// Which half of a layer's KV cache.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KvPart {
     Key,
@@ -189,6 +189,9 @@ pub fn describe(
     Ok(GraphManifest { file: file.into(), tokens, logits_rows, inputs, outputs })
 }
 
+/// Gives a step graph's calibrated value ranges (`None`: that graph was never run).
+pub type Calibration<'a> = dyn Fn(&Graph) -> Option<crate::qdq::Ranges> + 'a;
+
 /// What `export_model` writes.
 #[derive(Clone, Copy, Debug)]
 pub struct ExportOptions {
@@ -222,12 +225,12 @@ fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> OnnxError 
 ///
 /// A QDQ export (`options.quantize`) takes each graph's value ranges from `calibration`, which
 /// gets the graph (see `OrtBackend::ranges`: runs of the same shapes with `observe`, on a model
-/// whose masks use [`crate::MASKED_QUANTIZED`]).
+/// translating with [`crate::TranslateOptions::quantized`]).
 pub fn export_model(
     model: &tessera_runtime::LoadedModel,
     out: &std::path::Path,
     options: ExportOptions,
-    calibration: Option<&dyn Fn(&Graph) -> Option<crate::qdq::Ranges>>,
+    calibration: Option<&Calibration<'_>>,
 ) -> Result<Manifest, OnnxError> {
     use prost::Message;
     let err = |e: tessera_runtime::RuntimeError| OnnxError::Manifest(e.to_string());
@@ -254,7 +257,10 @@ pub fn export_model(
     std::fs::create_dir_all(out).map_err(io_error(out))?;
     let mut blob = crate::WeightBlob::new();
     let mut quantized = crate::qdq::QuantizedBlob::default();
-    let masked = if options.quantize.is_some() { crate::MASKED_QUANTIZED } else { crate::MASKED };
+    let translate_options = match options.quantize {
+        Some(_) => crate::TranslateOptions::quantized(),
+        None => crate::TranslateOptions::float(options.precision),
+    };
     let mut graphs = Vec::new();
     let steps: &[(usize, &str)] = if options.seq_len == 1 {
         &[(1, "decode.onnx")]
@@ -270,7 +276,7 @@ pub fn export_model(
         roles.insert(logits.id(), BufferRole::Logits);
         let leaf_roles = crate::classify_leaves(&graph);
         let reader = BackendReader(backend.as_ref());
-        let t = crate::translate(&graph, &leaf_roles, options.precision, masked, &mut blob, &reader)?;
+        let t = crate::translate(&graph, &leaf_roles, &translate_options, &mut blob, &reader)?;
         graphs.push(describe(&graph, &t, &roles, file)?);
         let onnx = match options.quantize {
             None => t.model,

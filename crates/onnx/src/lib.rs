@@ -18,8 +18,8 @@ pub mod qdq;
 mod translate;
 
 pub use translate::{
-    classify_leaves, translate, BufferReader, HostInput, LeafRole, OnnxInput, Precision, StoreOutput, Translation,
-    WeightBlob, MASKED, MASKED_QUANTIZED, OPSET, WEIGHTS_FILE,
+    classify_leaves, translate, BufferReader, HostInput, LeafRole, OnnxInput, Precision, StoreOutput, TranslateOptions,
+    Translation, WeightBlob, MASKED, MASKED_QUANTIZED, OPSET, WEIGHTS_FILE,
 };
 
 use tessera_backend::NodeId;

@@ -118,12 +118,15 @@ pub fn observe(ranges: &mut Ranges, name: &str, values: &[f32]) {
     e.1 = e.1.max(hi);
 }
 
+/// A byte offset and length in a blob.
+type Span = (usize, usize);
+
 /// Quantized weights shared by the graphs of one export.
 #[derive(Default)]
 pub struct QuantizedBlob {
     pub data: Vec<u8>,
     /// Source blob (offset, length) to the int8 codes' and the scales' (offset, length).
-    placed: HashMap<(usize, usize), ((usize, usize), (usize, usize))>,
+    placed: HashMap<Span, (Span, Span)>,
 }
 
 fn scale_zero_point(lo: f32, hi: f32, act: Activations) -> (f32, u32) {

@@ -75,6 +75,30 @@ impl Precision {
     }
 }
 
+/// How a graph is translated.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TranslateOptions {
+    pub precision: Precision,
+    /// Added to masked attention scores ([`MASKED`], or [`MASKED_QUANTIZED`] for QDQ).
+    pub masked: f32,
+    /// RMS norm as ONNX Runtime's one `SimplifiedLayerNormalization` op (an ONNX Runtime
+    /// extension in the default domain), which QNN maps to its own RmsNorm, rather than its
+    /// arithmetic: the squares' range is too wide for one quantization scale.
+    pub fused_rms_norm: bool,
+}
+
+impl TranslateOptions {
+    /// Float numerics in standard ONNX ops.
+    pub fn float(precision: Precision) -> TranslateOptions {
+        TranslateOptions { precision, masked: MASKED, fused_rms_norm: false }
+    }
+
+    /// What QDQ models are calibrated and exported with.
+    pub fn quantized() -> TranslateOptions {
+        TranslateOptions { precision: Precision::Fp32, masked: MASKED_QUANTIZED, fused_rms_norm: true }
+    }
+}
+
 /// Reads the bytes of the buffers a graph names (weights, inputs, state).
 pub trait BufferReader {
     /// The `len` bytes of `buffer` from byte `offset`.
@@ -217,16 +241,16 @@ pub struct Translation {
 pub fn translate(
     graph: &Graph,
     roles: &[Option<LeafRole>],
-    precision: Precision,
-    masked: f32,
+    options: &TranslateOptions,
     weights: &mut WeightBlob,
     source: &dyn BufferReader,
 ) -> Result<Translation, OnnxError> {
     let mut t = Translator {
         graph,
         roles,
-        precision,
-        masked,
+        precision: options.precision,
+        masked: options.masked,
+        fused_rms_norm: options.fused_rms_norm,
         weights,
         source,
         b: Builder::default(),
@@ -243,6 +267,7 @@ pub fn translate(
         }
     }
     let Translator { b, inputs, outputs, id_checks, .. } = t;
+    let opset_import = vec![OperatorSetIdProto { domain: String::new(), version: OPSET }];
     let graph_proto = GraphProto {
         node: b.nodes,
         name: "tessera".into(),
@@ -252,7 +277,7 @@ pub fn translate(
     };
     let model = ModelProto {
         ir_version: IR_VERSION,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+        opset_import,
         producer_name: "tessera".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         doc_string: String::new(),
@@ -360,6 +385,7 @@ struct Translator<'a> {
     roles: &'a [Option<LeafRole>],
     precision: Precision,
     masked: f32,
+    fused_rms_norm: bool,
     weights: &'a mut WeightBlob,
     source: &'a dyn BufferReader,
     b: Builder,
@@ -443,6 +469,17 @@ impl Translator<'_> {
                 let x = self.value(node.inputs[0])?;
                 let f = self.b.f32_scalar(*factor);
                 self.b.op("Mul", &[&x, &f], vec![])
+            }
+            Op::RmsNorm { eps } if self.fused_rms_norm => {
+                let x = self.value(node.inputs[0])?;
+                let w = self.value(node.inputs[1])?;
+                let eps = AttributeProto {
+                    name: "epsilon".into(),
+                    r#type: attribute_type::FLOAT,
+                    f: *eps,
+                    ..Default::default()
+                };
+                self.b.op("SimplifiedLayerNormalization", &[&x, &w], vec![attr_int("axis", -1), eps])
             }
             Op::RmsNorm { eps } => {
                 let x = self.value(node.inputs[0])?;
