@@ -8,13 +8,15 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
+use tessera_backend_ort::ExportedModel;
 use tessera_runtime::{
-    compare_models, perplexity, EvalReport, KlBaseHeader, KlBaseReader, KlBaseWriter, LoadedModel, ModelScores,
-    PerplexityOptions, Reference, ScoredChunks, WeightStats,
+    compare_models, perplexity, ChunkScorer, ContextScorer, EvalReport, KlBaseHeader, KlBaseReader, KlBaseWriter,
+    LoadedModel, ModelScores, PerplexityOptions, Reference, ScoredChunks, WeightStats,
 };
+use tessera_tokenizer::Tokenizer;
 
 use crate::cmd_run::load_model;
-use crate::ComputeArgs;
+use crate::{exported_run, ComputeArgs};
 
 /// Default tokens per chunk, as llama-perplexity's.
 const DEFAULT_CTX: usize = 512;
@@ -78,6 +80,74 @@ pub struct CompareArgs {
     /// Compute backend (see `tessera devices`).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
+    /// Where export directories (`tessera export onnx`) given with -m run: ort:cpu, ort:qnn,
+    /// ort:cann or ort:openvino.
+    #[arg(long = "onnx-backend", default_value = "ort:cpu")]
+    pub onnx_backend: String,
+    #[command(flatten)]
+    pub device: crate::DeviceArgs,
+}
+
+/// A model to evaluate: Tessera's own, or an export directory run by ONNX Runtime.
+enum EvalModel {
+    Tessera(LoadedModel),
+    Exported { model: ExportedModel, tokenizer: Tokenizer, dir: PathBuf },
+}
+
+impl EvalModel {
+    fn tokenizer(&self) -> &Tokenizer {
+        match self {
+            EvalModel::Tessera(m) => &m.tokenizer,
+            EvalModel::Exported { tokenizer, .. } => tokenizer,
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        match self {
+            EvalModel::Tessera(m) => m.source.path.clone(),
+            EvalModel::Exported { dir, .. } => dir.clone(),
+        }
+    }
+
+    /// Bits per weight: the source's tensors, or for an export the bytes of `weights.bin` over
+    /// the weight values the manifest records.
+    fn weights(&self) -> WeightStats {
+        match self {
+            EvalModel::Tessera(m) => WeightStats::of(&m.source),
+            EvalModel::Exported { model, dir, .. } => {
+                let bytes = std::fs::metadata(dir.join(&model.manifest.weights)).map_or(0, |m| m.len());
+                WeightStats { weight_bytes: bytes, weight_values: model.manifest.weight_values, total_bytes: bytes }
+            }
+        }
+    }
+
+    fn scorer<'a>(&'a mut self, chunks: &ScoredChunks, n_batch: usize) -> Result<Box<dyn ChunkScorer + 'a>> {
+        Ok(match self {
+            EvalModel::Tessera(m) => Box::new(ContextScorer::new(m, chunks, n_batch)?),
+            EvalModel::Exported { model, .. } => Box::new(ExportedScorer(model)),
+        })
+    }
+}
+
+/// An export directory scored chunk by chunk.
+struct ExportedScorer<'a>(&'a mut ExportedModel);
+
+impl ChunkScorer for ExportedScorer<'_> {
+    fn vocab_size(&self) -> usize {
+        self.0.manifest.vocab
+    }
+
+    fn describe(&self) -> String {
+        self.0.dir().display().to_string()
+    }
+
+    fn score(&mut self, chunks: &ScoredChunks, c: usize) -> Result<Vec<f32>, tessera_runtime::RuntimeError> {
+        let vocab = self.0.manifest.vocab;
+        self.0.clear();
+        let logits = self.0.eval(chunks.chunk(c))?;
+        let first = chunks.first_row() * vocab;
+        Ok(logits[first..first + chunks.scored_per_chunk() * vocab].to_vec())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -164,18 +234,26 @@ fn compare(args: CompareArgs) -> Result<()> {
     let text = args.file.as_deref().map(read_text).transpose()?;
     // The KL base is read before any model loads: a bad file is the quicker error.
     let base = args.kl_base.as_deref().map(KlBaseReader::open).transpose()?;
-    let models = args
+    let mut models = args
         .models
         .iter()
         .map(|m| {
-            load_model(&ComputeArgs {
+            if exported_run::is_export_dir(m) {
+                let options = exported_run::ort_options(&args.onnx_backend, args.threads, &args.device)?;
+                let (model, tokenizer) = exported_run::open(Path::new(m), &options)?;
+                return Ok(EvalModel::Exported { model, tokenizer, dir: PathBuf::from(m) });
+            }
+            let compute = ComputeArgs {
                 model: m.clone(),
                 threads: args.threads,
                 backend: args.backend.clone(),
-                device: Default::default(),
-            })
+                device: args.device.clone(),
+            };
+            Ok(EvalModel::Tessera(load_model(&compute)?))
         })
-        .collect::<Result<Vec<LoadedModel>>>()?;
+        .collect::<Result<Vec<EvalModel>>>()?;
+    let weights: Vec<WeightStats> = models.iter().map(EvalModel::weights).collect();
+    let paths: Vec<PathBuf> = models.iter().map(EvalModel::path).collect();
     let names: Vec<String> = args.models.iter().map(|m| display_name(m)).collect();
     let start = Instant::now();
     let progress =
@@ -183,51 +261,54 @@ fn compare(args: CompareArgs) -> Result<()> {
 
     let (report, reference, compared) = match base {
         Some(mut reader) => {
-            let chunks = saved_chunks(&reader, &args, text.as_deref(), &models[0])?;
+            let chunks = saved_chunks(&reader, &args, text.as_deref(), models[0].tokenizer())?;
             let header = reader.header().clone();
-            let all: Vec<&LoadedModel> = models.iter().collect();
             let total = chunks.len();
+            let mut all = models.iter_mut().map(|m| m.scorer(&chunks, args.batch_size)).collect::<Result<Vec<_>>>()?;
             let report = compare_models(
                 &chunks,
                 header.vocab,
                 Reference::Saved(&mut reader),
-                &all,
+                &mut all,
                 args.batch_size,
                 None,
                 &mut |done| progress(done, total),
             )?;
             let path = args.kl_base.clone().unwrap_or_default();
             let reference = Row::new(header.source_name, path, header.source_weights, report.reference.clone());
-            (report, reference, 0..models.len())
+            (report, reference, 0..paths.len())
         }
         None => {
-            let source = &models[0];
+            let (first, rest) = models.split_at_mut(1);
+            let EvalModel::Tessera(source) = &first[0] else {
+                bail!("the reference (the first -m) must be a Tessera model, not an export directory");
+            };
             let text = text.as_deref().ok_or_else(|| anyhow!("no text to score: give one with -f FILE"))?;
             let n_ctx = args.ctx_size.unwrap_or(DEFAULT_CTX);
             let chunks = ScoredChunks::from_text(&source.tokenizer, text, n_ctx, args.chunks)?;
             let vocab = source.config().vocab_size;
-            let weights = WeightStats::of(&source.source);
-            let header = KlBaseHeader { vocab, chunks, source_name: names[0].clone(), source_weights: weights };
-            let others: Vec<&LoadedModel> = models[1..].iter().collect();
+            let header = KlBaseHeader { vocab, chunks, source_name: names[0].clone(), source_weights: weights[0] };
+            let mut others =
+                rest.iter_mut().map(|m| m.scorer(&header.chunks, args.batch_size)).collect::<Result<Vec<_>>>()?;
             let total = header.chunks.len();
-            let run = |save: Option<&mut KlBaseWriter>| {
+            let chunks = &header.chunks;
+            let mut run = |save: Option<&mut KlBaseWriter>| {
                 let reference = Reference::Model(source);
                 let mut chunk_done = |done| progress(done, total);
-                compare_models(&header.chunks, vocab, reference, &others, args.batch_size, save, &mut chunk_done)
+                compare_models(chunks, vocab, reference, &mut others, args.batch_size, save, &mut chunk_done)
             };
             let report = match &args.save_kl_base {
                 Some(path) => save_kl_base(path, &header, run)?,
                 None => run(None)?,
             };
-            let reference = Row::new(names[0].clone(), source.source.path.clone(), weights, report.reference.clone());
-            (report, reference, 1..models.len())
+            let reference = Row::new(names[0].clone(), paths[0].clone(), weights[0], report.reference.clone());
+            (report, reference, 1..paths.len())
         }
     };
 
     let mut rows = vec![reference];
     for (i, scores) in compared.zip(&report.models) {
-        let weights = WeightStats::of(&models[i].source);
-        rows.push(Row::new(names[i].clone(), models[i].source.path.clone(), weights, scores.clone()));
+        rows.push(Row::new(names[i].clone(), paths[i].clone(), weights[i], scores.clone()));
     }
     print!("{}", table(&rows));
     eprintln!(
@@ -258,7 +339,7 @@ fn compare(args: CompareArgs) -> Result<()> {
 fn save_kl_base(
     path: &Path,
     header: &KlBaseHeader,
-    run: impl FnOnce(Option<&mut KlBaseWriter>) -> Result<EvalReport, tessera_runtime::RuntimeError>,
+    mut run: impl FnMut(Option<&mut KlBaseWriter>) -> Result<EvalReport, tessera_runtime::RuntimeError>,
 ) -> Result<EvalReport> {
     let partial = partial_path(path);
     let mut writer = KlBaseWriter::create(&partial, header)?;
@@ -283,7 +364,7 @@ fn saved_chunks(
     reader: &KlBaseReader,
     args: &CompareArgs,
     text: Option<&str>,
-    first: &LoadedModel,
+    tokenizer: &Tokenizer,
 ) -> Result<ScoredChunks> {
     let saved = &reader.header().chunks;
     if let Some(c) = args.ctx_size.filter(|&c| c != saved.n_ctx()) {
@@ -294,7 +375,7 @@ fn saved_chunks(
     }
     let wanted = args.chunks.unwrap_or(saved.len());
     let chunks = match text {
-        Some(text) => ScoredChunks::from_text(&first.tokenizer, text, saved.n_ctx(), Some(wanted))?,
+        Some(text) => ScoredChunks::from_text(tokenizer, text, saved.n_ctx(), Some(wanted))?,
         None => {
             let mut chunks = saved.clone();
             chunks.truncate(wanted);

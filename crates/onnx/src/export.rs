@@ -90,6 +90,9 @@ pub struct Manifest {
     pub vocab: usize,
     pub n_layers: usize,
     pub kv_width: usize,
+    /// Values in the source's weight matrices (tensors of two or more dimensions), for bits
+    /// per weight.
+    pub weight_values: u64,
     /// A tensor-less GGUF holding the model's metadata, tokenizer and chat template.
     pub tokenizer: String,
     pub weights: String,
@@ -313,6 +316,13 @@ pub fn export_model(
         vocab: cfg.vocab_size,
         n_layers: cfg.n_layers,
         kv_width: cfg.kv_dim(),
+        weight_values: model
+            .source
+            .tensors
+            .iter()
+            .filter(|t| t.shape.rank() >= 2)
+            .map(|t| t.shape.count() as u64)
+            .sum(),
         tokenizer: "model.gguf".into(),
         weights: crate::WEIGHTS_FILE.into(),
         graphs,

@@ -111,3 +111,34 @@ fn a_sequence_length_longer_than_the_context_is_refused() {
     let err = export_model(&model, out.path(), options, None).unwrap_err().to_string();
     assert!(err.contains("--seq-len"), "{err}");
 }
+
+/// The real test models, exported in fp32 from their dequantized weights, against Tessera's CPU
+/// backend on the same weights (an F32 GGUF of them): within 1e-3 of the largest logit over a
+/// prompt that takes the prefill graph and then the decode graph.
+#[test]
+fn real_models_in_fp32_match_the_cpu_backend_on_the_same_weights() {
+    for file in [tessera_testkit::SMOLLM2, tessera_testkit::GEMMA3_270M] {
+        let Some(source) = tessera_testkit::test_model(file) else { continue };
+        let dir = tempfile::tempdir().unwrap();
+        let f32_path = dir.path().join("f32.gguf");
+        let options = tessera_quantize::QuantizeOptions::new(tessera_quantize::Format::F32);
+        tessera_quantize::quantize(&source, &f32_path, &options, &mut tessera_quantize::NoProgress).unwrap();
+        let cpu = Arc::new(CpuBackend::new(2)) as Arc<dyn Backend>;
+        let model = LoadedModel::load(&f32_path, cpu, None).unwrap();
+        let text = "The history of the printing press begins in China, where woodblock printing spread";
+        let tokens = model.tokenizer.encode(text, model.tokenizer.add_bos_by_default(), false);
+        let out = dir.path().join("export");
+        let options = ExportOptions { precision: Precision::Fp32, quantize: None, seq_len: 8, context: 32 };
+        export_model(&model, &out, options, None).unwrap();
+        let mut ctx =
+            model.new_context(ContextOptions { n_ctx: 32, n_batch: 32, kv_type: tessera_backend::DType::F32 }).unwrap();
+        let tessera = ctx.eval(&tokens, Logits::All).unwrap();
+        drop(ctx);
+        drop(model);
+        std::fs::remove_file(&f32_path).unwrap();
+        let Some(onnx) = onnx_runtime_logits(&out, &tokens, "cpu") else { return };
+        let err = relative_error(&onnx, &tessera);
+        eprintln!("{file}: {} tokens, ONNX Runtime vs Tessera CPU {err:.2e}", tokens.len());
+        assert!(err < 1e-3, "{file}: {err}");
+    }
+}

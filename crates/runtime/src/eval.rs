@@ -344,6 +344,41 @@ impl Tally {
     }
 }
 
+/// A compared model, scored chunk by chunk from an empty cache: a Tessera model with its
+/// context ([`ContextScorer`]), or a model compiled by another runtime.
+pub trait ChunkScorer {
+    fn vocab_size(&self) -> usize;
+    /// How errors name the model.
+    fn describe(&self) -> String;
+    /// The logits of chunk `c`'s scored rows, `[chunks.scored_per_chunk(), vocab]`.
+    fn score(&mut self, chunks: &ScoredChunks, c: usize) -> Result<Vec<f32>, RuntimeError>;
+}
+
+/// A Tessera model scored through its own context.
+pub struct ContextScorer<'m> {
+    ctx: Context<'m>,
+}
+
+impl<'m> ContextScorer<'m> {
+    pub fn new(model: &'m LoadedModel, chunks: &ScoredChunks, n_batch: usize) -> Result<Self, RuntimeError> {
+        Ok(ContextScorer { ctx: chunks.new_context(model, n_batch)? })
+    }
+}
+
+impl ChunkScorer for ContextScorer<'_> {
+    fn vocab_size(&self) -> usize {
+        self.ctx.model().config().vocab_size
+    }
+
+    fn describe(&self) -> String {
+        self.ctx.model().source.path.display().to_string()
+    }
+
+    fn score(&mut self, chunks: &ScoredChunks, c: usize) -> Result<Vec<f32>, RuntimeError> {
+        chunks.eval(&mut self.ctx, c)
+    }
+}
+
 /// Scores every model in `models` on `chunks` against `reference`, one chunk at a time: the
 /// reference's rows for a chunk (written to `save` when given), then each model on that chunk.
 /// Every model's vocabulary must have `vocab` tokens, the reference's. `progress` hears the
@@ -352,30 +387,32 @@ pub fn compare_models(
     chunks: &ScoredChunks,
     vocab: usize,
     reference: Reference<'_>,
-    models: &[&LoadedModel],
+    models: &mut [Box<dyn ChunkScorer + '_>],
     n_batch: usize,
     mut save: Option<&mut KlBaseWriter>,
     progress: &mut dyn FnMut(usize),
 ) -> Result<EvalReport, RuntimeError> {
-    let reference_model = match &reference {
-        Reference::Model(m) => Some(*m),
-        Reference::Saved(_) => None,
+    let mismatch = |name: String, v: usize| {
+        RuntimeError::Invalid(format!(
+            "{name} has a vocabulary of {v} tokens but the reference has {vocab}: models compared on the same \
+             tokens must share a tokenizer"
+        ))
     };
-    for (i, m) in reference_model.iter().chain(models).enumerate() {
-        let v = m.config().vocab_size;
-        if v != vocab {
-            return Err(RuntimeError::Invalid(format!(
-                "{} has a vocabulary of {v} tokens but the reference has {vocab}: models compared on the same \
-                 tokens must share a tokenizer",
-                name_of(m, i)
-            )));
+    if let Reference::Model(m) = &reference {
+        if m.config().vocab_size != vocab {
+            return Err(mismatch(name_of(m, 0), m.config().vocab_size));
+        }
+    }
+    let offset = matches!(reference, Reference::Model(_)) as usize;
+    for (i, m) in models.iter().enumerate() {
+        if m.vocab_size() != vocab {
+            return Err(mismatch(format!("model {} ({})", i + 1 + offset, m.describe()), m.vocab_size()));
         }
     }
     let mut source = match reference {
         Reference::Model(m) => Source::Run(chunks.new_context(m, n_batch)?),
         Reference::Saved(reader) => Source::Read(reader),
     };
-    let mut contexts = models.iter().map(|m| chunks.new_context(m, n_batch)).collect::<Result<Vec<_>, _>>()?;
     let mut reference_nll = NllSum::default();
     let mut tallies: Vec<Tally> = models.iter().map(|_| Tally::default()).collect();
     for c in 0..chunks.len() {
@@ -399,8 +436,8 @@ pub fn compare_models(
         for j in 0..rows.len() {
             reference_nll.push(rows.head(j).target_log_prob as f64);
         }
-        for (ctx, tally) in contexts.iter_mut().zip(&mut tallies) {
-            let logits = chunks.eval(ctx, c)?;
+        for (model, tally) in models.iter_mut().zip(&mut tallies) {
+            let logits = model.score(chunks, c)?;
             for (j, (row, &target)) in logits.chunks_exact(vocab).zip(targets).enumerate() {
                 let (_, max) = argmax(row);
                 let sum_exp: f64 = row.iter().map(|&l| ((l - max) as f64).exp()).sum();

@@ -17,8 +17,8 @@ mod sampling;
 pub use batch::{BatchItem, PagedKvCache};
 pub use context::{Context, ContextOptions, LoadedModel};
 pub use eval::{
-    compare_models, percentile, Comparison, EvalReport, KlStats, LogProbRows, ModelScores, Reference, RowHead,
-    TokenComparison, WeightStats,
+    compare_models, percentile, ChunkScorer, Comparison, ContextScorer, EvalReport, KlStats, LogProbRows, ModelScores,
+    Reference, RowHead, TokenComparison, WeightStats,
 };
 pub use generate::{generate, GenerateOptions, GenerationStats, StopReason};
 pub use kl_base::{KlBaseHeader, KlBaseReader, KlBaseWriter};
