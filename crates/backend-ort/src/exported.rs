@@ -33,6 +33,29 @@ pub struct ExportedModel {
     pub precompiled: Vec<bool>,
 }
 
+/// The SoC QNN compiles fp16 graphs for unless told (`--ep-opt soc_model=N`): Snapdragon 8
+/// Gen 3, whose HTP (v75) runs fp16.
+const DEFAULT_FP16_SOC: &str = "57";
+
+/// QNN runs the float values a mixed-precision export keeps in fp16, which it does only when
+/// told, for a named SoC.
+fn qnn_fp16_defaults(options: &OrtOptions, manifest: &Manifest) -> OrtOptions {
+    let mut options = options.clone();
+    if options.provider == Provider::Qnn && manifest.float16_ops {
+        let has = |o: &OrtOptions, k: &str| o.ep_options.iter().any(|(key, _)| key == k);
+        if !has(&options, "enable_htp_fp16_precision") {
+            options.ep_options.push(("enable_htp_fp16_precision".into(), "1".into()));
+        }
+        if !has(&options, "soc_model") {
+            tracing::info!(
+                "compiling fp16 values for soc_model {DEFAULT_FP16_SOC} (pass --ep-opt soc_model=N for another SoC)"
+            );
+            options.ep_options.push(("soc_model".into(), DEFAULT_FP16_SOC.into()));
+        }
+    }
+    options
+}
+
 /// The EPContext model a provider writes for `file` and loads next time.
 fn context_file(dir: &Path, file: &str, provider: Provider) -> PathBuf {
     let stem = file.trim_end_matches(".onnx");
@@ -44,6 +67,7 @@ impl ExportedModel {
     /// models an earlier QNN compile left).
     pub fn open(dir: &Path, options: &OrtOptions) -> Result<ExportedModel, BackendError> {
         let manifest = Manifest::read(dir).map_err(|e| device_error(e.to_string()))?;
+        let options = &qnn_fp16_defaults(options, &manifest);
         let mut steps = Vec::new();
         let mut precompiled = Vec::new();
         let mut graphs = manifest.graphs.clone();

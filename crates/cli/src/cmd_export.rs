@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tessera_backend::DType;
 use tessera_backend_ort::{OrtBackend, OrtOptions, Provider};
-use tessera_onnx::qdq::Activations;
+use tessera_onnx::qdq::{Activations, QdqOptions};
 use tessera_runtime::{ContextOptions, LoadedModel, Logits};
 
 use crate::cmd_run::load_model;
@@ -52,9 +52,13 @@ pub struct OnnxArgs {
     /// Positions of the KV cache.
     #[arg(long = "ctx", default_value_t = 512)]
     pub ctx: usize,
-    /// Text to calibrate the QDQ scales on (qdq-* precisions).
+    /// Text to calibrate the QDQ scales on (qdq-* precisions; default: a built-in text).
     #[arg(long)]
     pub calib: Option<PathBuf>,
+    /// qdq-*: residual sums whose calibrated range is wider than this stay float (fp16 on NPUs
+    /// that have it; Qualcomm's HTP from v73); 0 quantizes every value.
+    #[arg(long = "float-above", default_value_t = 100.0)]
+    pub float_above: f32,
     /// Most calibration tokens to run (prefill steps; then 32 decode steps).
     #[arg(long = "calib-tokens", default_value_t = 1024)]
     pub calib_tokens: usize,
@@ -74,10 +78,17 @@ pub fn run(cmd: ExportCommand) -> Result<()> {
         PrecisionArg::QdqInt8 => (Precision::Fp32, Some(Activations::U8)),
         PrecisionArg::QdqA16w8 => (Precision::Fp32, Some(Activations::U16)),
     };
+    if args.float_above.is_nan() || args.float_above < 0.0 {
+        bail!("--float-above must be 0 or more, got {}", args.float_above);
+    }
+    let float_above = (args.float_above > 0.0).then_some(args.float_above);
+    let quantize = quantize.map(|activations| QdqOptions { activations, float_above });
     let options = ExportOptions { precision, quantize, seq_len: args.seq_len, context: args.ctx };
     let manifest = if quantize.is_some() {
-        let calib = args.calib.as_ref().context("qdq precisions calibrate on a text: pass --calib FILE")?;
-        let text = std::fs::read_to_string(calib).with_context(|| format!("reading {}", calib.display()))?;
+        let text = match &args.calib {
+            Some(calib) => std::fs::read_to_string(calib).with_context(|| format!("reading {}", calib.display()))?,
+            None => tessera_quantize::DEFAULT_CALIBRATION.to_string(),
+        };
         // The model runs on ONNX Runtime's CPU provider, recording the range of every value of
         // the very graphs it then exports.
         let mut ort = OrtOptions::new(Provider::Cpu);

@@ -90,6 +90,10 @@ pub struct Manifest {
     pub vocab: usize,
     pub n_layers: usize,
     pub kv_width: usize,
+    /// Whether a QDQ export left some values float (see `qdq::QdqOptions::float_above`): NPU
+    /// compilers must then run fp16 (QNN: `enable_htp_fp16_precision` with a `soc_model`).
+    #[serde(default)]
+    pub float16_ops: bool,
     /// Values in the source's weight matrices (tensors of two or more dimensions), for bits
     /// per weight.
     pub weight_values: u64,
@@ -199,8 +203,8 @@ pub type Calibration<'a> = dyn Fn(&Graph) -> Option<crate::qdq::Ranges> + 'a;
 #[derive(Clone, Copy, Debug)]
 pub struct ExportOptions {
     pub precision: crate::Precision,
-    /// QDQ form with activations of this width (int8 weights); needs calibration ranges.
-    pub quantize: Option<crate::qdq::Activations>,
+    /// QDQ form (int8 weights); needs calibration ranges.
+    pub quantize: Option<crate::qdq::QdqOptions>,
     /// Tokens per prefill run.
     pub seq_len: usize,
     /// Positions the KV cache holds.
@@ -283,11 +287,11 @@ pub fn export_model(
         graphs.push(describe(&graph, &t, &roles, file)?);
         let onnx = match options.quantize {
             None => t.model,
-            Some(act) => {
+            Some(qdq) => {
                 let ranges = calibration.and_then(|c| c(&graph)).ok_or_else(|| {
                     OnnxError::Manifest(format!("{file}: no calibration ranges for a graph of {n} tokens"))
                 })?;
-                crate::qdq::quantize_model(&t.model, &ranges, &blob.data, &mut quantized, act)?
+                crate::qdq::quantize_model(&t.model, &ranges, &blob.data, &mut quantized, qdq)?
             }
         };
         let path = out.join(file);
@@ -306,11 +310,12 @@ pub fn export_model(
         format: FORMAT.into(),
         version: 1,
         architecture: model.source.metadata.architecture().unwrap_or("unknown").to_string(),
-        precision: match options.quantize {
+        precision: match options.quantize.map(|q| q.activations) {
             None => options.precision.name().into(),
             Some(crate::qdq::Activations::U8) => "qdq-int8".into(),
             Some(crate::qdq::Activations::U16) => "qdq-a16w8".into(),
         },
+        float16_ops: options.quantize.is_some_and(|q| q.float_above.is_some()),
         opset: crate::OPSET,
         context: options.context,
         vocab: cfg.vocab_size,

@@ -15,6 +15,14 @@ use crate::OnnxError;
 /// The range of each float value, by ONNX name.
 pub type Ranges = HashMap<String, (f32, f32)>;
 
+/// How [`quantize_model`] quantizes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QdqOptions {
+    pub activations: Activations,
+    /// Residual sums (`Add` outputs) whose calibrated range is wider than this stay float.
+    pub float_above: Option<f32>,
+}
+
 /// Activation width of a QDQ model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Activations {
@@ -198,16 +206,29 @@ fn f32s(raw: &[u8]) -> Vec<f32> {
     raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
-/// Symmetric int8 per row: codes and one scale per row.
+/// Symmetric int8 per row: codes and one scale per row. Each row's scale is the one, among
+/// its absolute maximum and a few clipped fractions of it, with the least squared error
+/// (clipping a rare outlier buys precision for every other value of the row).
 fn quantize_rows(values: &[f32], rows: usize) -> (Vec<u8>, Vec<f32>) {
+    const CLIPS: [f32; 6] = [1.0, 0.95, 0.9, 0.85, 0.8, 0.7];
     let cols = values.len() / rows.max(1);
     let mut codes = Vec::with_capacity(values.len());
     let mut scales = Vec::with_capacity(rows);
+    let code = |v: f32, scale: f32| (v / scale).round().clamp(-127.0, 127.0);
     for row in values.chunks(cols.max(1)) {
         let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let scale = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+        let scale = if amax > 0.0 {
+            let error = |scale: f32| row.iter().map(|&v| (code(v, scale) * scale - v).powi(2)).sum::<f32>();
+            CLIPS
+                .iter()
+                .map(|c| amax * c / 127.0)
+                .min_by(|a, b| error(*a).total_cmp(&error(*b)))
+                .unwrap_or(amax / 127.0)
+        } else {
+            1.0
+        };
         scales.push(scale);
-        codes.extend(row.iter().map(|&v| ((v / scale).round().clamp(-127.0, 127.0) as i8) as u8));
+        codes.extend(row.iter().map(|&v| (code(v, scale) as i8) as u8));
     }
     (codes, scales)
 }
@@ -224,8 +245,9 @@ pub fn quantize_model(
     ranges: &Ranges,
     source: &[u8],
     out: &mut QuantizedBlob,
-    act: Activations,
+    options: QdqOptions,
 ) -> Result<ModelProto, OnnxError> {
+    let act = options.activations;
     let g = model.graph.as_ref().ok_or_else(|| OnnxError::Manifest("model has no graph".into()))?;
     let types = value_types(model);
     let is_float = |n: &str| types.get(n) == Some(&data_type::FLOAT);
@@ -386,7 +408,12 @@ pub fn quantize_model(
             if gather { n.input.first().and_then(|t| table_ranges.get(t.trim_end_matches(".table.dq"))) } else { None };
         let table = table.copied();
         rw.nodes.push(n);
+        let sum = rw.nodes.last().is_some_and(|n| n.op_type == "Add");
         for o in outs {
+            let wide = |&(lo, hi): &(f32, f32)| options.float_above.is_some_and(|limit| hi - lo > limit);
+            if sum && !outputs.contains(o.as_str()) && rw.ranges.get(&o).is_some_and(wide) {
+                continue;
+            }
             if is_float(&o) {
                 let (lo, hi) = match table {
                     Some(r) => r,

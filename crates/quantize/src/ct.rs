@@ -49,7 +49,8 @@ const FALLBACK_GROUPS: [usize; 2] = [64, 32];
 /// Memory for calibration statistics per pass over the model.
 const CALIBRATION_BUDGET: usize = 2 << 30;
 /// The text calibrated on when none is given.
-const DEFAULT_CALIBRATION: &str = include_str!("../calibration/default.txt");
+/// The text calibrating quantizers calibrate on when given none.
+pub const DEFAULT_CALIBRATION: &str = include_str!("../calibration/default.txt");
 
 fn invalid(what: String) -> QuantizeError {
     QuantizeError::Invalid(what)

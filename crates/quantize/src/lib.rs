@@ -25,6 +25,7 @@ mod mapping;
 mod output;
 mod smooth;
 
+pub use ct::DEFAULT_CALIBRATION;
 pub use format::{Format, Output};
 
 use std::path::{Path, PathBuf};
