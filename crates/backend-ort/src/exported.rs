@@ -91,7 +91,8 @@ impl ExportedModel {
                 let builder = session_builder(options, &[])?;
                 (commit(options, builder, |b| b.commit_from_file(&path))?, false)
             };
-            tracing::info!(graph = graph.file, precompiled = from_context, "loaded");
+            let how = if from_context { "loaded precompiled from its EPContext model" } else { "compiled" };
+            tracing::info!("{}: {how}", graph.file);
             precompiled.push(from_context);
             steps.push(Step { graph, session });
         }

@@ -37,8 +37,14 @@ pub fn ort_options(backend: &str, threads: Option<usize>, device: &DeviceArgs) -
 /// The exported model and its tokenizer.
 pub fn open(dir: &Path, options: &OrtOptions) -> Result<(ExportedModel, Tokenizer)> {
     let model = ExportedModel::open(dir, options).with_context(|| format!("loading {}", dir.display()))?;
-    let source = ModelSource::open(&dir.join(&model.manifest.tokenizer))?;
-    let tokenizer = Tokenizer::from_source(&source).context("the export's tokenizer")?;
+    let file = dir.join(&model.manifest.tokenizer);
+    let tokenizer = if file.extension().is_some_and(|e| e == "json") {
+        let config = dir.join("tokenizer_config.json");
+        Tokenizer::from_json_file(&file, config.is_file().then_some(config.as_path()))
+    } else {
+        Tokenizer::from_source(&ModelSource::open(&file)?)
+    }
+    .context("the export's tokenizer")?;
     Ok((model, tokenizer))
 }
 

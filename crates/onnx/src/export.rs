@@ -97,7 +97,9 @@ pub struct Manifest {
     /// Values in the source's weight matrices (tensors of two or more dimensions), for bits
     /// per weight.
     pub weight_values: u64,
-    /// A tensor-less GGUF holding the model's metadata, tokenizer and chat template.
+    /// The tokenizer: `model.gguf` (a tensor-less GGUF holding the source's metadata, and for
+    /// GGUF sources its tokenizer and chat template) or, from a Hugging Face source, its
+    /// `tokenizer.json` (with `tokenizer_config.json` beside it).
     pub tokenizer: String,
     pub weights: String,
     /// Graphs, largest step first (prefill, then decode).
@@ -306,6 +308,20 @@ pub fn export_model(
     }
     let path = out.join("model.gguf");
     w.write_file(&path).map_err(|e| OnnxError::Manifest(format!("writing {}: {e}", path.display())))?;
+    // A Hugging Face source's tokenizer is its own files, copied as they are.
+    let mut tokenizer = "model.gguf".to_string();
+    for (from, name) in [
+        (&model.source.tokenizer_json, "tokenizer.json"),
+        (&model.source.tokenizer_config_json, "tokenizer_config.json"),
+    ] {
+        if let Some(from) = from {
+            let to = out.join(name);
+            std::fs::copy(from, &to).map_err(io_error(&to))?;
+            if name == "tokenizer.json" {
+                tokenizer = name.into();
+            }
+        }
+    }
     let manifest = Manifest {
         format: FORMAT.into(),
         version: 1,
@@ -328,7 +344,7 @@ pub fn export_model(
             .filter(|t| t.shape.rank() >= 2)
             .map(|t| t.shape.count() as u64)
             .sum(),
-        tokenizer: "model.gguf".into(),
+        tokenizer,
         weights: crate::WEIGHTS_FILE.into(),
         graphs,
     };
