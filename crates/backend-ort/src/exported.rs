@@ -12,7 +12,7 @@ use ort::session::Session;
 use ort::value::{DynValue, Tensor};
 use tessera_backend::BackendError;
 use tessera_onnx::export::{Binding, GraphManifest, KvPart, Manifest};
-use tessera_onnx::host::rope_table;
+use tessera_onnx::host::{append_mask, rope_table};
 
 use crate::backend::{commit, device_error, session_builder};
 use crate::{OrtOptions, Provider};
@@ -173,7 +173,8 @@ impl ExportedModel {
                     Tensor::from_array((vec![n as i64, (*rot_dims / 2) as i64], table)).map_err(err)?.into_dyn()
                 }
                 Binding::Mask { window, masked } => {
-                    let mask = append_mask(start, n, context, *window, *masked);
+                    let positions: Vec<usize> = (start..start + n).collect();
+                    let mask = append_mask(&positions, start, n, context, *window, *masked);
                     Tensor::from_array((vec![n as i64, (context + n) as i64], mask)).map_err(err)?.into_dyn()
                 }
                 Binding::Kv { layer, part } => {
@@ -205,19 +206,4 @@ impl ExportedModel {
         self.n_past += n;
         Ok(logits)
     }
-}
-
-/// The manifest's mask: the cache before the step (rows `j < start` visible), then the step's
-/// own rows, causal, within `window`.
-pub fn append_mask(start: usize, n: usize, context: usize, window: Option<usize>, masked: f32) -> Vec<f32> {
-    let mut mask = vec![masked; n * (context + n)];
-    for i in 0..n {
-        let p = start + i;
-        let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
-        let row = &mut mask[i * (context + n)..(i + 1) * (context + n)];
-        for j in first..=p {
-            row[if j < start { j } else { context + j - start }] = 0.0;
-        }
-    }
-    mask
 }

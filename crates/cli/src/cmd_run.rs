@@ -143,10 +143,13 @@ fn stream(
 }
 
 fn report(args: &RunArgs, stats: &(GenerationStats, String)) {
-    if args.no_perf {
-        return;
+    if !args.no_perf {
+        print_timings(&stats.0);
     }
-    let s = &stats.0;
+}
+
+/// The line of timings `tessera run` ends with, as llama.cpp prints them.
+pub fn print_timings(s: &GenerationStats) {
     eprintln!(
         "\nprompt: {} tokens in {:.1} ms ({:.2} tok/s) | generation: {} tokens in {:.1} ms ({:.2} tok/s) | stop: {:?}",
         s.prompt_tokens,

@@ -109,16 +109,7 @@ pub fn run(args: &RunArgs, mut sampler: Sampler) -> Result<()> {
             decode_time,
             stop,
         };
-        eprintln!(
-            "\nprompt: {} tokens in {:.1} ms ({:.2} tok/s) | generation: {} tokens in {:.1} ms ({:.2} tok/s) | stop: {:?}",
-            stats.prompt_tokens,
-            stats.prompt_time.as_secs_f64() * 1e3,
-            stats.prompt_tokens_per_second(),
-            stats.decode_steps,
-            stats.decode_time.as_secs_f64() * 1e3,
-            stats.decode_tokens_per_second(),
-            stats.stop
-        );
+        crate::cmd_run::print_timings(&stats);
     }
     Ok(())
 }

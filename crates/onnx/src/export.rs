@@ -116,10 +116,58 @@ impl Manifest {
         if m.format != FORMAT {
             return Err(OnnxError::Manifest(format!("{}: format {:?} is not {FORMAT:?}", path.display(), m.format)));
         }
-        if m.graphs.is_empty() || m.graphs.iter().any(|g| g.tokens == 0 || g.tokens > m.context) {
-            return Err(OnnxError::Manifest(format!("{}: graphs must take 1 to {} tokens", path.display(), m.context)));
-        }
+        m.check().map_err(|e| OnnxError::Manifest(format!("{}: {e}", path.display())))?;
         Ok(m)
+    }
+
+    /// Refuses manifests whose sizes disagree or would not fit in memory, before anything is
+    /// allocated from them.
+    pub fn check(&self) -> Result<(), String> {
+        const MAX_CACHE_BYTES: u128 = 1 << 40;
+        if self.graphs.is_empty() {
+            return Err("no graphs".into());
+        }
+        if self.context == 0 || self.kv_width == 0 || self.vocab == 0 {
+            return Err("context, kv_width and vocab must be positive".into());
+        }
+        let cache = self.n_layers as u128 * 2 * self.context as u128 * self.kv_width as u128 * 4;
+        if cache > MAX_CACHE_BYTES {
+            return Err(format!("a KV cache of {cache} bytes is not plausible"));
+        }
+        for g in &self.graphs {
+            let t = g.tokens;
+            if t == 0 || t > self.context {
+                return Err(format!("{}: graphs must take 1 to {} tokens, not {t}", g.file, self.context));
+            }
+            if g.logits_rows > t {
+                return Err(format!("{}: {} logits rows for {t} tokens", g.file, g.logits_rows));
+            }
+            for p in g.inputs.iter().chain(&g.outputs) {
+                let (expected, elem): (Vec<usize>, &str) = match &p.binding {
+                    Binding::Tokens => (vec![t], "int32"),
+                    Binding::RopeCos { rot_dims, .. } | Binding::RopeSin { rot_dims, .. } => {
+                        (vec![t, rot_dims / 2], "float32")
+                    }
+                    Binding::Mask { .. } => (vec![t, self.context + t], "float32"),
+                    Binding::Kv { layer, .. } if *layer >= self.n_layers => {
+                        return Err(format!("{}: {} names layer {layer} of {}", g.file, p.name, self.n_layers));
+                    }
+                    Binding::Kv { .. } if g.inputs.contains(p) => (vec![self.context, self.kv_width], "float32"),
+                    Binding::Kv { .. } => (vec![t, self.kv_width], "float32"),
+                    Binding::Logits => (vec![g.logits_rows, self.vocab], "float32"),
+                };
+                if p.dims != expected || p.elem_type != elem {
+                    return Err(format!(
+                        "{}: {} is {} {:?}, expected {elem} {expected:?}",
+                        g.file, p.name, p.elem_type, p.dims
+                    ));
+                }
+            }
+            if !g.outputs.iter().any(|p| p.binding == Binding::Logits) {
+                return Err(format!("{}: no logits output", g.file));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -352,4 +400,100 @@ pub fn export_model(
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| OnnxError::Manifest(e.to_string()))?;
     std::fs::write(&path, text + "\n").map_err(io_error(&path))?;
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(name: &str, binding: Binding, elem: &str, dims: &[usize]) -> Port {
+        Port { name: name.into(), binding, elem_type: elem.into(), dims: dims.to_vec() }
+    }
+
+    fn manifest() -> Manifest {
+        let kv = Binding::Kv { layer: 0, part: KvPart::Key };
+        Manifest {
+            format: FORMAT.into(),
+            version: 1,
+            architecture: "llama".into(),
+            precision: "fp32".into(),
+            opset: crate::OPSET,
+            context: 16,
+            vocab: 10,
+            n_layers: 1,
+            kv_width: 4,
+            float16_ops: false,
+            weight_values: 0,
+            tokenizer: "model.gguf".into(),
+            weights: crate::WEIGHTS_FILE.into(),
+            graphs: vec![GraphManifest {
+                file: "decode.onnx".into(),
+                tokens: 1,
+                logits_rows: 1,
+                inputs: vec![
+                    port("t", Binding::Tokens, "int32", &[1]),
+                    port("m", Binding::Mask { window: None, masked: -1.0 }, "float32", &[1, 17]),
+                    port("k", kv.clone(), "float32", &[16, 4]),
+                ],
+                outputs: vec![port("k.new", kv, "float32", &[1, 4]), port("l", Binding::Logits, "float32", &[1, 10])],
+            }],
+        }
+    }
+
+    #[test]
+    fn a_consistent_manifest_passes_and_each_inconsistency_is_named() {
+        assert_eq!(manifest().check(), Ok(()));
+        let cases: Vec<(&str, Box<dyn Fn(&mut Manifest)>)> = vec![
+            ("no graphs", Box::new(|m| m.graphs.clear())),
+            ("tokens", Box::new(|m| m.graphs[0].tokens = 17)),
+            ("expected int32 [1]", Box::new(|m| m.graphs[0].inputs[0].dims = vec![2])),
+            (
+                "names layer 3",
+                Box::new(|m| m.graphs[0].inputs[2].binding = Binding::Kv { layer: 3, part: KvPart::Value }),
+            ),
+            ("not plausible", Box::new(|m| m.kv_width = usize::MAX / 2)),
+            (
+                "no logits output",
+                Box::new(|m| {
+                    m.graphs[0].outputs.pop();
+                }),
+            ),
+        ];
+        for (needle, break_it) in cases {
+            let mut m = manifest();
+            break_it(&mut m);
+            let err = m.check().unwrap_err();
+            assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+        }
+    }
+
+    #[test]
+    fn manifest_files_of_any_content_are_refused_without_panicking() {
+        let dir = std::env::temp_dir().join(format!("tessera-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let valid = serde_json::to_string(&manifest()).unwrap();
+        let mut rng = 0x9E3779B97F4A7C15u64;
+        for round in 0..500 {
+            let mut bytes = valid.clone().into_bytes();
+            // Flip, cut or splice a few bytes: most results are not JSON, some are JSON with
+            // wrong values, a few stay valid.
+            for _ in 0..1 + round % 4 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let i = (rng as usize) % bytes.len();
+                match rng % 3 {
+                    0 => bytes[i] = (rng >> 8) as u8,
+                    1 => bytes.truncate(i.max(1)),
+                    _ => {
+                        let alphabet = b"0123456789-,:{}[]\"e";
+                        bytes.insert(i, alphabet[(rng >> 16) as usize % alphabet.len()]);
+                    }
+                }
+            }
+            std::fs::write(dir.join(MANIFEST_FILE), &bytes).unwrap();
+            let _ = Manifest::read(&dir);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -75,26 +75,12 @@ pub fn fill(graph: &Graph, reader: &dyn BufferReader, input: &OnnxInput) -> Resu
                 _ => return Err(invalid(graph, *store, "not a Store".into())),
             };
             let user = attention_user(graph, *pos);
-            let mut mask = vec![*masked; positions.len() * (rows + new)];
-            for (n, &p) in positions.iter().enumerate() {
-                if p < 0 || p as usize >= *rows {
-                    return Err(invalid(
-                        graph,
-                        user,
-                        format!("position {p} of row {n} is outside the cache of {rows} positions"),
-                    ));
-                }
-                let p = p as usize;
-                let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
-                let row = &mut mask[n * (rows + new)..(n + 1) * (rows + new)];
-                for j in first..=p {
-                    if j < start {
-                        row[j] = 0.0;
-                    } else if j < start + new {
-                        row[rows + j - start] = 0.0;
-                    }
-                }
+            if let Some((n, &p)) = positions.iter().enumerate().find(|(_, &p)| p < 0 || p as usize >= *rows) {
+                let message = format!("position {p} of row {n} is outside the cache of {rows} positions");
+                return Err(invalid(graph, user, message));
             }
+            let positions: Vec<usize> = positions.iter().map(|&p| p as usize).collect();
+            let mask = append_mask(&positions, start, new, *rows, *window, *masked);
             mask.iter().flat_map(|v| v.to_le_bytes()).collect()
         }
         HostInput::Rows { store } => store_rows(graph, reader, *store)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
@@ -174,6 +160,32 @@ pub fn attention_mask(
         }
     }
     Ok(mask)
+}
+
+/// The mask of [`HostInput::AppendMask`]: `[positions, rows + new]` over a cache of `rows` rows
+/// followed by the `new` rows a step starting at position `start` writes.
+pub fn append_mask(
+    positions: &[usize],
+    start: usize,
+    new: usize,
+    rows: usize,
+    window: Option<usize>,
+    masked: f32,
+) -> Vec<f32> {
+    let width = rows + new;
+    let mut mask = vec![masked; positions.len() * width];
+    for (n, &p) in positions.iter().enumerate() {
+        let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
+        let row = &mut mask[n * width..(n + 1) * width];
+        for j in first..=p {
+            if j < start {
+                row[j] = 0.0;
+            } else if j < start + new {
+                row[rows + j - start] = 0.0;
+            }
+        }
+    }
+    mask
 }
 
 /// The attention node reading positions `pos_node`, which errors about them name.
@@ -273,5 +285,97 @@ pub fn elem_bytes(elem_type: i32) -> usize {
         data_type::FLOAT | data_type::INT32 => 4,
         data_type::FLOAT16 | data_type::INT16 | data_type::UINT16 => 2,
         _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_mask_shows_the_past_before_the_step_and_the_step_causally() {
+        // Cache of 4 rows, step of 2 tokens at positions 2 and 3 (rows 2 and 3 of the cache
+        // are being replaced, so only rows 0 and 1 are visible from it).
+        let m = append_mask(&[2, 3], 2, 2, 4, None, -1.0);
+        #[rustfmt::skip]
+        let expected = [
+            0.0, 0.0, -1.0, -1.0,   0.0, -1.0,
+            0.0, 0.0, -1.0, -1.0,   0.0, 0.0,
+        ];
+        assert_eq!(m, expected);
+        // A window of 2: position 3 sees positions 2 and 3 only.
+        let m = append_mask(&[3], 2, 2, 4, Some(2), -1.0);
+        assert_eq!(m[..6], [-1.0, -1.0, -1.0, -1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn rope_tables_build_the_angle_by_repeated_multiplication() {
+        let cos = rope_table(&[0, 3], 4, 10000.0, 1.0, true);
+        let sin = rope_table(&[0, 3], 4, 10000.0, 1.0, false);
+        assert_eq!(cos[..2], [1.0, 1.0]);
+        assert_eq!(sin[..2], [0.0, 0.0]);
+        let theta1 = 3.0f32 * 10000f32.powf(-0.5);
+        assert_eq!(cos[2..], [3f32.cos(), theta1.cos()]);
+        assert_eq!(sin[2..], [3f32.sin(), theta1.sin()]);
+    }
+
+    struct Buffers(std::collections::HashMap<BufferId, Vec<u8>>);
+
+    impl BufferReader for Buffers {
+        fn read(&self, buffer: BufferId, offset: usize, len: usize) -> Result<Vec<u8>, String> {
+            self.0
+                .get(&buffer)
+                .and_then(|b| b.get(offset..offset + len))
+                .map(<[u8]>::to_vec)
+                .ok_or("out of range".into())
+        }
+    }
+
+    fn i32s(v: &[i32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn paged_masks_follow_block_tables_and_bad_entries_or_slots_are_errors() {
+        use tessera_backend::{DType, GraphBuilder, TensorRef};
+        let leaf = |g: &mut GraphBuilder, id: u64, dtype, dims: &[usize]| {
+            g.leaf(TensorRef { buffer: BufferId(id), offset: 0 }, dtype, tessera_core::Shape::new(dims.to_vec()))
+                .unwrap()
+        };
+        let build = |tables: &[i32], slots: &[i32]| {
+            let mut g = GraphBuilder::new();
+            let q = leaf(&mut g, 1, DType::F32, &[2, 4]);
+            let pool = leaf(&mut g, 2, DType::F32, &[8, 4]);
+            let pos = leaf(&mut g, 3, DType::I32, &[2]);
+            let tab = leaf(&mut g, 4, DType::I32, &[2, 2]);
+            let sl = leaf(&mut g, 5, DType::I32, &[2]);
+            let k = g.store_rows(q, pool, sl).unwrap();
+            g.paged_attention(q, k, k, pos, tab, 1, 1, 4, 1.0, None, 2).unwrap();
+            let buffers = Buffers(
+                [(3, i32s(&[0, 2])), (4, i32s(tables)), (5, i32s(slots))]
+                    .into_iter()
+                    .map(|(id, b)| (BufferId(id), b))
+                    .collect(),
+            );
+            (g.finish(), buffers, pos, tab)
+        };
+        // Row 0 (position 0) lives in block 3; row 1 (position 2) in blocks 1 then 0.
+        let (g, buffers, pos, tab) = build(&[3, 0, 1, 0], &[6, 0]);
+        let tables = (read_i32(&g, &buffers, tab).unwrap(), 2);
+        let m = attention_mask(&g, pos, &[0, 2], Some(&tables), 8, None, 2, -1.0).unwrap();
+        let visible: Vec<Vec<usize>> =
+            m.chunks(8).map(|r| r.iter().enumerate().filter(|(_, v)| **v == 0.0).map(|(i, _)| i).collect()).collect();
+        assert_eq!(visible, [vec![6], vec![0, 2, 3]]);
+        let err = attention_mask(&g, pos, &[0, 2], Some(&(vec![3, 0, 9, 0], 2)), 8, None, 2, -1.0).unwrap_err();
+        assert!(err.to_string().contains("block table entry 9"), "{err}");
+        let err = attention_mask(&g, pos, &[0, 4], Some(&tables), 8, None, 2, -1.0).unwrap_err();
+        assert!(err.to_string().contains("position 4"), "{err}");
+        let store = g.nodes().iter().position(|n| n.op == Op::StoreRows).unwrap();
+        assert_eq!(store_rows(&g, &buffers, store).unwrap(), [6, 0]);
+        for (slots, needle) in [([6, 6], "written twice"), ([8, 0], "slot 8")] {
+            let (g, buffers, _, _) = build(&[3, 0, 1, 0], &slots);
+            let err = store_rows(&g, &buffers, store).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
     }
 }

@@ -463,3 +463,55 @@ fn quantize_constant(rw: &mut Rewriter<'_>, t: TensorProto, values: &[f32]) {
     rw.nodes.push(node("DequantizeLinear", &[&codes_name, &s, &z], &dq));
     rw.dq.insert(name, dq);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_is_exact_and_the_range_is_covered() {
+        for (lo, hi) in [(-3.0f32, 5.0f32), (0.5, 2.0), (-7.0, -1.0), (0.0, 0.0)] {
+            for act in [Activations::U8, Activations::U16] {
+                let (scale, zp) = scale_zero_point(lo, hi, act);
+                // Zero maps to the zero point: padding and masked rows stay exactly zero.
+                assert_eq!(((0.0 / scale).round() + zp as f32) as u32, zp);
+                let q = |v: f32| ((v / scale).round() + zp as f32).clamp(0.0, act.qmax());
+                for v in [lo, hi] {
+                    assert!(((q(v) - zp as f32) * scale - v).abs() <= scale * 0.5 + 1e-6, "{v} in {lo}..{hi}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn row_scales_never_do_worse_than_the_row_maximum() {
+        let mut seed = 7u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+            (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
+        };
+        // Rows of small values with one outlier each, and a zero row.
+        let (rows, cols) = (5, 64);
+        let mut values: Vec<f32> = (0..rows * cols).map(|_| next() * 0.1).collect();
+        for r in 0..rows - 1 {
+            values[r * cols + r] = 3.0;
+        }
+        values[(rows - 1) * cols..].fill(0.0);
+        let (codes, scales) = quantize_rows(&values, rows);
+        for r in 0..rows {
+            let row = &values[r * cols..(r + 1) * cols];
+            let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let error = |scale: f32, code: &dyn Fn(usize) -> f32| {
+                row.iter().enumerate().map(|(i, v)| (code(i) * scale - v).powi(2)).sum::<f32>()
+            };
+            let chosen = error(scales[r], &|i| codes[r * cols + i] as i8 as f32);
+            let plain = amax / 127.0;
+            let by_max = error(plain.max(f32::MIN_POSITIVE), &|i| (row[i] / plain).round().clamp(-127.0, 127.0));
+            if amax == 0.0 {
+                assert_eq!(chosen, 0.0);
+            } else {
+                assert!(chosen <= by_max * (1.0 + 1e-6), "row {r}: {chosen} > {by_max}");
+            }
+        }
+    }
+}

@@ -761,9 +761,6 @@ impl Translator<'_> {
         head_dim: usize,
         scale: f32,
     ) -> Result<String, OnnxError> {
-        if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) {
-            return Err(self.untranslatable(id, "heads are not a multiple of KV heads"));
-        }
         let k = self.value(inputs[1])?;
         let v = self.value(inputs[2])?;
         self.attention_over(id, inputs, (k, v), mask, rows, n_heads, n_kv_heads, head_dim, scale)
