@@ -443,7 +443,8 @@ mod tests {
     #[test]
     fn a_consistent_manifest_passes_and_each_inconsistency_is_named() {
         assert_eq!(manifest().check(), Ok(()));
-        let cases: Vec<(&str, Box<dyn Fn(&mut Manifest)>)> = vec![
+        type Break = Box<dyn Fn(&mut Manifest)>;
+        let cases: Vec<(&str, Break)> = vec![
             ("no graphs", Box::new(|m| m.graphs.clear())),
             ("tokens", Box::new(|m| m.graphs[0].tokens = 17)),
             ("expected int32 [1]", Box::new(|m| m.graphs[0].inputs[0].dims = vec![2])),
