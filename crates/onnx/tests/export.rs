@@ -102,6 +102,20 @@ fn gemma3_export_matches_transformers_and_the_cpu_backend() {
 }
 
 #[test]
+fn an_fp16_export_stays_within_half_precision_of_transformers() {
+    let (path, tokens, reference) = fixture("llama");
+    let cpu = Arc::new(CpuBackend::new(1)) as Arc<dyn Backend>;
+    let model = LoadedModel::load(&path, cpu, None).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let options = ExportOptions { precision: Precision::Fp16, quantize: None, seq_len: 5, context: 16 };
+    export_model(&model, out.path(), options, None).unwrap();
+    let Some(onnx) = onnx_runtime_logits(out.path(), &tokens, "cpu") else { return };
+    let err = relative_error(&onnx, &reference);
+    eprintln!("llama fp16: {err:.2e} from transformers");
+    assert!(err < 1e-2, "{err}");
+}
+
+#[test]
 fn a_sequence_length_longer_than_the_context_is_refused() {
     let (path, _, _) = fixture("llama");
     let cpu = Arc::new(CpuBackend::new(1)) as Arc<dyn Backend>;
