@@ -159,6 +159,8 @@ fn onnx_error(e: OnnxError) -> BackendError {
 impl OrtBackend {
     /// Loads ONNX Runtime and checks that the provider can be set up; no session is built yet.
     pub fn new(options: OrtOptions) -> Result<OrtBackend, BackendError> {
+        // Graphs translated here are float: on the HTP they run in fp16.
+        let options = crate::exported::qnn_fp16_defaults(&options, true);
         prepare_provider(&options)?;
         let backend = OrtBackend {
             options,

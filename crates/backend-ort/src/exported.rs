@@ -37,11 +37,11 @@ pub struct ExportedModel {
 /// Gen 3, whose HTP (v75) runs fp16.
 const DEFAULT_FP16_SOC: &str = "57";
 
-/// QNN runs the float values a mixed-precision export keeps in fp16, which it does only when
-/// told, for a named SoC.
-fn qnn_fp16_defaults(options: &OrtOptions, manifest: &Manifest) -> OrtOptions {
+/// QNN runs float values (a mixed-precision export's, or every value of a float graph) in fp16,
+/// which it does only when told, for a named SoC.
+pub(crate) fn qnn_fp16_defaults(options: &OrtOptions, float_values: bool) -> OrtOptions {
     let mut options = options.clone();
-    if options.provider == Provider::Qnn && manifest.float16_ops {
+    if options.provider == Provider::Qnn && float_values {
         let has = |o: &OrtOptions, k: &str| o.ep_options.iter().any(|(key, _)| key == k);
         if !has(&options, "enable_htp_fp16_precision") {
             options.ep_options.push(("enable_htp_fp16_precision".into(), "1".into()));
@@ -67,7 +67,7 @@ impl ExportedModel {
     /// models an earlier QNN compile left).
     pub fn open(dir: &Path, options: &OrtOptions) -> Result<ExportedModel, BackendError> {
         let manifest = Manifest::read(dir).map_err(|e| device_error(e.to_string()))?;
-        let options = &qnn_fp16_defaults(options, &manifest);
+        let options = &qnn_fp16_defaults(options, manifest.float16_ops);
         let mut steps = Vec::new();
         let mut precompiled = Vec::new();
         let mut graphs = manifest.graphs.clone();

@@ -59,6 +59,10 @@ pub struct OnnxArgs {
     /// that have it; Qualcomm's HTP from v73); 0 quantizes every value.
     #[arg(long = "float-above", default_value_t = 100.0)]
     pub float_above: f32,
+    /// qdq-*: keep attention's activation products and softmax float (fp16 on the NPU);
+    /// `--float-attention false` quantizes them too.
+    #[arg(long = "float-attention", default_value_t = true, action = clap::ArgAction::Set)]
+    pub float_attention: bool,
     /// Most calibration tokens to run (prefill steps; then 32 decode steps).
     #[arg(long = "calib-tokens", default_value_t = 1024)]
     pub calib_tokens: usize,
@@ -82,7 +86,8 @@ pub fn run(cmd: ExportCommand) -> Result<()> {
         bail!("--float-above must be 0 or more, got {}", args.float_above);
     }
     let float_above = (args.float_above > 0.0).then_some(args.float_above);
-    let quantize = quantize.map(|activations| QdqOptions { activations, float_above });
+    let float_attention = args.float_attention;
+    let quantize = quantize.map(|activations| QdqOptions { activations, float_above, float_attention });
     let options = ExportOptions { precision, quantize, seq_len: args.seq_len, context: args.ctx };
     let manifest = if quantize.is_some() {
         let text = match &args.calib {

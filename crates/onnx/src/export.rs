@@ -379,7 +379,7 @@ pub fn export_model(
             Some(crate::qdq::Activations::U8) => "qdq-int8".into(),
             Some(crate::qdq::Activations::U16) => "qdq-a16w8".into(),
         },
-        float16_ops: options.quantize.is_some_and(|q| q.float_above.is_some()),
+        float16_ops: options.quantize.is_some_and(|q| q.float_above.is_some() || q.float_attention),
         opset: crate::OPSET,
         context: options.context,
         vocab: cfg.vocab_size,

@@ -21,6 +21,11 @@ pub struct QdqOptions {
     pub activations: Activations,
     /// Residual sums (`Add` outputs) whose calibrated range is wider than this stay float.
     pub float_above: Option<f32>,
+    /// Attention's products of two activations (`MatMul`: scores and the weighted sum of
+    /// values) and its softmax stay float: the HTP's 16 × 16-bit MatMul is off by about 1% of
+    /// the scores' range against the same graph on ONNX Runtime's CPU kernels, and the softmax
+    /// spreads that to 2 to 4% of its probabilities.
+    pub float_attention: bool,
 }
 
 /// Activation width of a QDQ model.
@@ -408,10 +413,12 @@ pub fn quantize_model(
             if gather { n.input.first().and_then(|t| table_ranges.get(t.trim_end_matches(".table.dq"))) } else { None };
         let table = table.copied();
         rw.nodes.push(n);
-        let sum = rw.nodes.last().is_some_and(|n| n.op_type == "Add");
+        let op = rw.nodes.last().map(|n| n.op_type.clone()).unwrap_or_default();
         for o in outs {
             let wide = |&(lo, hi): &(f32, f32)| options.float_above.is_some_and(|limit| hi - lo > limit);
-            if sum && !outputs.contains(o.as_str()) && rw.ranges.get(&o).is_some_and(wide) {
+            let wide_sum = op == "Add" && rw.ranges.get(&o).is_some_and(wide);
+            let attention = matches!(op.as_str(), "Softmax" | "MatMul") && options.float_attention;
+            if (wide_sum || attention) && !outputs.contains(o.as_str()) {
                 continue;
             }
             if is_float(&o) {
