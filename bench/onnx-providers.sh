@@ -36,8 +36,13 @@ if [ ! -x "$OUT/ov-venv/bin/python" ]; then
 fi
 OV_LIB=$(ls "$OUT"/ov-venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -1)
 
-cargo build --release --quiet
-T=target/release/tessera
+# TESSERA_BIN: an already built binary to use instead of building a release one.
+if [ -n "${TESSERA_BIN:-}" ]; then
+  T="$TESSERA_BIN"
+else
+  cargo build --release --quiet
+  T="${CARGO_TARGET_DIR:-target}/release/tessera"
+fi
 [ -f "$OUT/smollm2-f32.gguf" ] || $T quantize -m smollm2 --format f32 -o "$OUT/smollm2-f32.gguf" >/dev/null
 for p in fp32 qdq-a16w8; do
   [ -f "$OUT/$p/manifest.json" ] || $T export onnx -m smollm2 -o "$OUT/$p" --precision "$p" --seq-len 32 --ctx 256 -t "$THREADS" 2>/dev/null
@@ -52,11 +57,13 @@ if [ "$QNN" = 1 ]; then
     --onnx-backend ort:qnn --no-cpu-fallback -t "$THREADS" 2>/dev/null
 fi
 
-PROMPT="The history of the printing press begins in China, where woodblock printing spread across East Asia long before movable type reached Europe, and"
+# About 70 tokens: two runs of the exports' 32-token prefill graph, then the decode graph.
+PROMPT="The history of the printing press begins in China, where woodblock printing spread across East Asia long before movable type reached Europe. In the fifteenth century, Johannes Gutenberg combined a screw press, oil-based ink and cast metal type, and within fifty years presses in more than two hundred cities had printed"
 # name|environment|model|backend|tokens
 CONFIGS=(
   "tessera cpu, Q4_1 gguf||smollm2|cpu|32"
   "tessera cpu, F32 gguf||$OUT/smollm2-f32.gguf|cpu|32"
+  "ort:cpu, Tessera graphs (Q4_1 file)||smollm2|ort:cpu|32"
   "ort:cpu, fp32 export||$OUT/fp32|ort:cpu|32"
   "ort:cpu, qdq-a16w8 export||$OUT/qdq-a16w8|ort:cpu|32"
   "ort:openvino, fp32 export|ORT_DYLIB_PATH=$OV_LIB|$OUT/fp32|ort:openvino|32"
@@ -65,7 +72,7 @@ declare -A PP TG
 for ((r = 1; r <= ROUNDS; r++)); do
   for c in "${CONFIGS[@]}"; do
     IFS='|' read -r name envs model backend n <<<"$c"
-    line=$(env $envs $T run -m "$model" --backend "$backend" -t "$THREADS" -p "$PROMPT" -n "$n" --temp 0 2>&1 >/dev/null | grep '^prompt:')
+    line=$(env $envs $T run -m "$model" --backend "$backend" -t "$THREADS" -c 256 -p "$PROMPT" -n "$n" --temp 0 2>&1 >/dev/null | grep '^prompt:')
     PP[$name]+="$(echo "$line" | sed -E 's/.*\(([0-9.]+) tok\/s\) \| generation.*/\1/') "
     TG[$name]+="$(echo "$line" | sed -E 's/.*generation.*\(([0-9.]+) tok\/s\).*/\1/') "
   done
