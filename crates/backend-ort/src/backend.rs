@@ -532,7 +532,8 @@ pub(crate) fn session_builder(o: &OrtOptions, config: &[(&str, &str)]) -> Result
         .map_err(|e| err(e.into()))?
         .with_log_level(LogLevel::Verbose)
         .map_err(|e| err(e.into()))?;
-    if o.no_cpu_fallback {
+    // With the CPU provider itself chosen, ONNX Runtime's CPU kernels are the device.
+    if o.no_cpu_fallback && o.provider != Provider::Cpu {
         builder = builder.with_config_entry("session.disable_cpu_ep_fallback", "1").map_err(|e| err(e.into()))?;
     }
     for (k, v) in config {

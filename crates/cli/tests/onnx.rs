@@ -52,7 +52,8 @@ fn the_jit_backend_and_an_fp32_export_give_the_cpu_tokens() {
     let model = tiny();
     let model = model.to_str().unwrap();
     let (cpu, _) = greedy(model, "cpu", &[]);
-    let (jit, log) = greedy(model, "ort:cpu", &[]);
+    // --no-cpu-fallback with the CPU provider itself: its kernels are the device.
+    let (jit, log) = greedy(model, "ort:cpu", &["--no-cpu-fallback"]);
     assert_eq!(jit, cpu);
     assert!(log.contains("All nodes placed on [CPUExecutionProvider]"), "{log}");
 
