@@ -1,17 +1,15 @@
 //! `tessera export onnx`: a model's prefill and decode steps as ONNX graphs, for graph compilers.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use tessera_onnx::export::{export_model, ExportOptions};
-use tessera_onnx::Precision;
-
-use std::sync::Arc;
-
 use tessera_backend::DType;
 use tessera_backend_ort::{OrtBackend, OrtOptions, Provider};
+use tessera_onnx::export::{export_model, ExportOptions};
 use tessera_onnx::qdq::{Activations, QdqOptions};
+use tessera_onnx::Precision;
 use tessera_runtime::{ContextOptions, LoadedModel, Logits};
 
 use crate::cmd_run::load_model;
@@ -38,7 +36,7 @@ pub enum PrecisionArg {
 
 #[derive(Args, Debug)]
 pub struct OnnxArgs {
-    /// Model: a .gguf file or a short name (smollm2, gemma3-270m).
+    /// Model: a .gguf file, a Hugging Face directory or a short name (smollm2, gemma3-270m).
     #[arg(short = 'm', long = "model", default_value = "smollm2")]
     pub model: String,
     /// Output directory.
