@@ -256,6 +256,15 @@ impl OrtBackend {
         commit(o, builder, |b| b.commit_from_memory(model))
     }
 
+    /// Registers a new buffer under a fresh id.
+    fn insert(&self, storage: Storage) -> BufferId {
+        let id = BufferId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        self.buffers.write().unwrap_or_else(|e| e.into_inner()).insert(id, Buffer { storage, generation });
+        id
+    }
+
+    /// Writes into a buffer; weights held in it are translated again next time.
     fn write(&self, w: host::Write) -> Result<(), BackendError> {
         let mut buffers = self.buffers.write().unwrap_or_else(|e| e.into_inner());
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
@@ -272,6 +281,8 @@ impl OrtBackend {
         })?;
         data[w.offset..end].copy_from_slice(&w.bytes);
         buf.generation = generation;
+        drop(buffers);
+        self.changed(w.buffer);
         Ok(())
     }
 
@@ -397,13 +408,7 @@ impl Backend for OrtBackend {
         data.try_reserve_exact(bytes)
             .map_err(|e| BackendError::OutOfMemory { requested: bytes, detail: e.to_string() })?;
         data.resize(bytes, 0);
-        let id = BufferId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-        self.buffers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Buffer { storage: Storage::Owned(data), generation });
-        Ok(id)
+        Ok(self.insert(Storage::Owned(data)))
     }
 
     fn free(&self, buffer: BufferId) {
@@ -412,9 +417,7 @@ impl Backend for OrtBackend {
     }
 
     fn upload(&self, buffer: BufferId, offset: usize, data: &[u8]) -> Result<(), BackendError> {
-        self.write(host::Write { buffer, offset, bytes: data.to_vec() })?;
-        self.changed(buffer);
-        Ok(())
+        self.write(host::Write { buffer, offset, bytes: data.to_vec() })
     }
 
     fn download(&self, buffer: BufferId, offset: usize, out: &mut [u8]) -> Result<(), BackendError> {
@@ -487,21 +490,13 @@ impl Backend for OrtBackend {
             }
         }
         for w in writes {
-            let buffer = w.buffer;
             self.write(w)?;
-            self.changed(buffer);
         }
         Ok(())
     }
 
     fn map_host(&self, bytes: HostBytes) -> Option<Result<BufferId, BackendError>> {
-        let id = BufferId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-        self.buffers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Buffer { storage: Storage::Mapped(bytes), generation });
-        Some(Ok(id))
+        Some(Ok(self.insert(Storage::Mapped(bytes))))
     }
 }
 

@@ -5,9 +5,10 @@ use std::collections::HashMap;
 
 use tessera_backend::{BufferId, DType, Graph, NodeId, Op, RopeStyle};
 
+use crate::builder::{attr_int, attr_string, value_info, Builder};
 use crate::proto::{
-    attribute_type, data_type, AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    StringStringEntryProto, TensorProto, TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto,
+    attribute_type, data_type, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+    StringStringEntryProto, TensorProto,
 };
 use crate::OnnxError;
 
@@ -116,6 +117,9 @@ type Placed = (usize, usize, i32);
 pub struct WeightBlob {
     pub data: Vec<u8>,
     placed: HashMap<PlacementKey, Placed>,
+    /// Buffers with placed weights, so that forgetting any other (a KV cache written every
+    /// step) costs a lookup.
+    buffers: std::collections::HashSet<BufferId>,
 }
 
 impl WeightBlob {
@@ -123,14 +127,11 @@ impl WeightBlob {
         WeightBlob::default()
     }
 
-    /// Forgets weights held in `buffer` (its contents changed); their bytes stay until `clear`.
+    /// Forgets weights held in `buffer` (its contents changed); their bytes stay in the blob.
     pub fn forget(&mut self, buffer: BufferId) {
-        self.placed.retain(|k, _| k.0 != buffer);
-    }
-
-    pub fn clear(&mut self) {
-        self.data.clear();
-        self.placed.clear();
+        if self.buffers.remove(&buffer) {
+            self.placed.retain(|k, _| k.0 != buffer);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -178,6 +179,7 @@ impl WeightBlob {
         };
         let placed = (start, self.data.len() - start, elem);
         self.placed.insert(key, placed);
+        self.buffers.insert(buffer);
         Ok(placed)
     }
 }
@@ -285,99 +287,6 @@ pub fn translate(
         metadata_props: vec![],
     };
     Ok(Translation { model, inputs, outputs, id_checks })
-}
-
-fn value_info(name: &str, elem_type: i32, dims: &[usize]) -> ValueInfoProto {
-    let dim = dims.iter().map(|&d| Dimension { dim_value: d as i64 }).collect();
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            tensor_type: Some(TensorTypeProto { elem_type, shape: Some(TensorShapeProto { dim }) }),
-        }),
-    }
-}
-
-fn attr_int(name: &str, i: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: attribute_type::INT, i, ..Default::default() }
-}
-
-fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: attribute_type::INTS, ints: ints.to_vec(), ..Default::default() }
-}
-
-fn attr_string(name: &str, s: &str) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: attribute_type::STRING, s: s.as_bytes().to_vec(), ..Default::default() }
-}
-
-/// Appends ONNX nodes with fresh value names.
-#[derive(Default)]
-struct Builder {
-    nodes: Vec<NodeProto>,
-    initializers: Vec<TensorProto>,
-    outputs: Vec<ValueInfoProto>,
-    next: usize,
-    constants: HashMap<(i32, Vec<u8>, Vec<i64>), String>,
-}
-
-impl Builder {
-    fn fresh(&mut self, hint: &str) -> String {
-        self.next += 1;
-        format!("{hint}.{}", self.next)
-    }
-
-    fn op(&mut self, op_type: &str, inputs: &[&str], attribute: Vec<AttributeProto>) -> String {
-        let out = self.fresh(&op_type.to_ascii_lowercase());
-        self.nodes.push(NodeProto {
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![out.clone()],
-            name: out.clone(),
-            op_type: op_type.into(),
-            domain: String::new(),
-            attribute,
-        });
-        out
-    }
-
-    /// A small constant kept inside the model.
-    fn constant(&mut self, elem: i32, raw: Vec<u8>, dims: Vec<i64>) -> String {
-        let key = (elem, raw, dims);
-        if let Some(name) = self.constants.get(&key) {
-            return name.clone();
-        }
-        let name = self.fresh("const");
-        let (data_type, raw_data, dims) = key.clone();
-        self.initializers.push(TensorProto { dims, data_type, name: name.clone(), raw_data, ..Default::default() });
-        self.constants.insert(key, name.clone());
-        name
-    }
-
-    fn i64s(&mut self, values: &[i64]) -> String {
-        let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.constant(data_type::INT64, raw, vec![values.len() as i64])
-    }
-
-    fn f32_scalar(&mut self, v: f32) -> String {
-        self.constant(data_type::FLOAT, v.to_le_bytes().to_vec(), vec![])
-    }
-
-    fn reshape(&mut self, x: &str, dims: &[i64]) -> String {
-        let shape = self.i64s(dims);
-        self.op("Reshape", &[x, &shape], vec![])
-    }
-
-    fn transpose(&mut self, x: &str, perm: &[i64]) -> String {
-        self.op("Transpose", &[x], vec![attr_ints("perm", perm)])
-    }
-
-    /// `x[..., start..end]` along `axis`.
-    fn slice(&mut self, x: &str, axis: i64, start: i64, end: i64) -> String {
-        let (s, e, a) = (self.i64s(&[start]), self.i64s(&[end]), self.i64s(&[axis]));
-        self.op("Slice", &[x, &s, &e, &a], vec![])
-    }
-
-    fn cast(&mut self, x: &str, to: i32) -> String {
-        self.op("Cast", &[x], vec![attr_int("to", to as i64)])
-    }
 }
 
 struct Translator<'a> {
@@ -521,10 +430,9 @@ impl Translator<'_> {
                         let mask = HostInput::AppendMask { pos, store, rows, window, masked };
                         let k = self.concat_rows(k_past, k_new)?;
                         let v = self.concat_rows(v_past, v_new)?;
-                        let inputs = [node.inputs[0], usize::MAX, usize::MAX];
-                        self.attention_over(
+                        self.attention(
                             id,
-                            &inputs,
+                            node.inputs[0],
                             (k, v),
                             mask,
                             rows + new,
@@ -536,7 +444,8 @@ impl Translator<'_> {
                     }
                     _ => {
                         let mask = HostInput::Mask { pos, tables: None, rows, window, block_size: 1, masked };
-                        self.attention(id, &node.inputs, mask, rows, *n_heads, *n_kv_heads, *head_dim, *scale)?
+                        let kv = (self.value(node.inputs[1])?, self.value(node.inputs[2])?);
+                        self.attention(id, node.inputs[0], kv, mask, rows, *n_heads, *n_kv_heads, *head_dim, *scale)?
                     }
                 }
             }
@@ -550,7 +459,8 @@ impl Translator<'_> {
                     block_size: *block_size,
                     masked: self.masked,
                 };
-                self.attention(id, &node.inputs, mask, rows, *n_heads, *n_kv_heads, *head_dim, *scale)?
+                let kv = (self.value(node.inputs[1])?, self.value(node.inputs[2])?);
+                self.attention(id, node.inputs[0], kv, mask, rows, *n_heads, *n_kv_heads, *head_dim, *scale)?
             }
             Op::Store { .. } | Op::StoreRows => {
                 let dst_node = self.graph.node(node.inputs[1]);
@@ -749,23 +659,6 @@ impl Translator<'_> {
         Ok(self.b.reshape(&full, &[n, heads * hd]))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn attention(
-        &mut self,
-        id: NodeId,
-        inputs: &[NodeId],
-        mask: HostInput,
-        rows: usize,
-        n_heads: usize,
-        n_kv_heads: usize,
-        head_dim: usize,
-        scale: f32,
-    ) -> Result<String, OnnxError> {
-        let k = self.value(inputs[1])?;
-        let v = self.value(inputs[2])?;
-        self.attention_over(id, inputs, (k, v), mask, rows, n_heads, n_kv_heads, head_dim, scale)
-    }
-
     /// A `Store { row }` into a state leaf: the leaf, the rows stored and the store.
     fn appended(&self, id: NodeId) -> Option<(NodeId, NodeId, NodeId)> {
         let node = self.graph.node(id);
@@ -785,12 +678,12 @@ impl Translator<'_> {
         Ok(self.b.op("Concat", &[&p, &n], vec![attr_int("axis", 0)]))
     }
 
-    /// Attention of `inputs[0]` over the values `kv` (`[rows, KVH · hd]` each).
+    /// Attention of `q` over the keys and values `kv` (`[rows, KVH · hd]` each).
     #[allow(clippy::too_many_arguments)]
-    fn attention_over(
+    fn attention(
         &mut self,
         id: NodeId,
-        inputs: &[NodeId],
+        q: NodeId,
         kv: (String, String),
         mask: HostInput,
         rows: usize,
@@ -802,9 +695,9 @@ impl Translator<'_> {
         if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) {
             return Err(self.untranslatable(id, "heads are not a multiple of KV heads"));
         }
-        let q = self.value(inputs[0])?;
+        let n = self.graph.node(q).shape.rows();
+        let q = self.value(q)?;
         let (k, v) = kv;
-        let n = self.graph.node(inputs[0]).shape.rows();
         let mask = self.host_input("mask", mask, data_type::FLOAT, vec![n, rows]);
         let (n, c, kvh, g, hd) =
             (n as i64, rows as i64, n_kv_heads as i64, (n_heads / n_kv_heads) as i64, head_dim as i64);
