@@ -11,6 +11,7 @@
 //! static. Weights become initializers kept in one shared blob ([`WeightBlob`]), which a session
 //! reads from memory and an export writes next to the models as `weights.bin`.
 
+mod builder;
 pub mod export;
 pub mod host;
 pub mod proto;
