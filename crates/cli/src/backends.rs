@@ -39,16 +39,8 @@ pub fn create(name: &str, threads: Option<usize>, device: &DeviceArgs) -> Result
     let cpu = || Arc::new(CpuBackend::new(threads)) as Arc<dyn Backend>;
     let fallback = || if device.no_cpu_fallback { None } else { Some(cpu()) };
     if let Some(provider) = name.strip_prefix("ort:") {
-        let provider = Provider::from_name(provider)
-            .with_context(|| format!("unknown ONNX Runtime provider {provider:?} (cpu, qnn, cann, openvino)"))?;
-        let mut options = OrtOptions::new(provider);
-        options.threads = threads;
-        options.no_cpu_fallback = device.no_cpu_fallback;
-        for opt in &device.ep_opt {
-            let (k, v) = opt.split_once('=').with_context(|| format!("--ep-opt {opt:?} is not KEY=VALUE"))?;
-            options.ep_options.push((k.to_string(), v.to_string()));
-        }
-        let ort = OrtBackend::new(options).with_context(|| format!("backend {name}"))?;
+        let ort =
+            OrtBackend::new(ort_options(provider, threads, device)?).with_context(|| format!("backend {name}"))?;
         return Ok(Selected { backend: Arc::new(ort), cpu_fallback: fallback() });
     }
     if !device.ep_opt.is_empty() {
@@ -72,6 +64,21 @@ pub fn create(name: &str, threads: Option<usize>, device: &DeviceArgs) -> Result
         }
         _ => bail!("unknown backend {name:?} (available: {})", BACKENDS.join(", ")),
     }
+}
+
+/// ONNX Runtime options for `provider` (the part of `--backend ort:PROVIDER` after the colon),
+/// with `--ep-opt` and `--no-cpu-fallback`.
+pub fn ort_options(provider: &str, threads: usize, device: &DeviceArgs) -> Result<OrtOptions> {
+    let provider = Provider::from_name(provider)
+        .with_context(|| format!("unknown ONNX Runtime provider {provider:?} (cpu, qnn, cann, openvino)"))?;
+    let mut options = OrtOptions::new(provider);
+    options.threads = threads;
+    options.no_cpu_fallback = device.no_cpu_fallback;
+    for opt in &device.ep_opt {
+        let (k, v) = opt.split_once('=').with_context(|| format!("--ep-opt {opt:?} is not KEY=VALUE"))?;
+        options.ep_options.push((k.to_string(), v.to_string()));
+    }
+    Ok(options)
 }
 
 pub fn print_devices() -> Result<()> {

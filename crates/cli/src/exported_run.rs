@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use tessera_backend_ort::{ExportedModel, OrtOptions, Provider};
+use tessera_backend_ort::{ExportedModel, OrtOptions};
 use tessera_formats::ModelSource;
 use tessera_runtime::{GenerationStats, Sampler, StopReason};
 use tessera_tokenizer::{ChatMessage, StreamDecoder, Tokenizer};
@@ -21,17 +21,10 @@ pub fn is_export_dir(model: &str) -> bool {
 
 /// The ONNX Runtime options an export directory runs with: `--backend ort:PROVIDER`.
 pub fn ort_options(backend: &str, threads: Option<usize>, device: &DeviceArgs) -> Result<OrtOptions> {
-    let provider = backend.strip_prefix("ort:").and_then(Provider::from_name).with_context(|| {
+    let provider = backend.strip_prefix("ort:").with_context(|| {
         format!("an exported model runs on ONNX Runtime: use --backend ort:cpu|qnn|cann|openvino, not {backend}")
     })?;
-    let mut options = OrtOptions::new(provider);
-    options.threads = threads.unwrap_or_else(backends::default_threads);
-    options.no_cpu_fallback = device.no_cpu_fallback;
-    for opt in &device.ep_opt {
-        let (k, v) = opt.split_once('=').with_context(|| format!("--ep-opt {opt:?} is not KEY=VALUE"))?;
-        options.ep_options.push((k.to_string(), v.to_string()));
-    }
-    Ok(options)
+    backends::ort_options(provider, threads.unwrap_or_else(backends::default_threads), device)
 }
 
 /// The exported model and its tokenizer.
