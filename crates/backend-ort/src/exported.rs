@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use ort::session::Session;
-use ort::value::{DynValue, Tensor};
+use ort::session::SessionInputValue;
+use ort::value::{Tensor, TensorRef};
 use tessera_backend::BackendError;
 use tessera_onnx::export::{Binding, GraphManifest, KvPart, Manifest};
 use tessera_onnx::host::{append_mask, rope_table};
@@ -158,36 +159,37 @@ impl ExportedModel {
         let positions: Vec<i32> = (start..start + n).map(|p| p as i32).collect();
         let context = self.manifest.context;
         let err = |e: ort::Error| device_error(format!("run: {e}"));
-        let mut feeds: Vec<(String, DynValue)> = Vec::new();
-        let graph = &self.steps[step].graph;
-        for port in &graph.inputs {
-            let value: DynValue = match &port.binding {
+        let mut feeds: Vec<(String, SessionInputValue<'_>)> = Vec::new();
+        let (kv, steps) = (&self.kv, &mut self.steps);
+        for port in &steps[step].graph.inputs {
+            let value: SessionInputValue<'_> = match &port.binding {
                 Binding::Tokens => {
                     Tensor::from_array((vec![n as i64], tokens.iter().map(|&t| t as i32).collect::<Vec<_>>()))
                         .map_err(err)?
-                        .into_dyn()
+                        .into()
                 }
                 Binding::RopeCos { rot_dims, base, freq_scale } | Binding::RopeSin { rot_dims, base, freq_scale } => {
                     let cos = matches!(port.binding, Binding::RopeCos { .. });
                     let table = rope_table(&positions, *rot_dims, *base, *freq_scale, cos);
-                    Tensor::from_array((vec![n as i64, (*rot_dims / 2) as i64], table)).map_err(err)?.into_dyn()
+                    Tensor::from_array((vec![n as i64, (*rot_dims / 2) as i64], table)).map_err(err)?.into()
                 }
                 Binding::Mask { window, masked } => {
                     let positions: Vec<usize> = (start..start + n).collect();
                     let mask = append_mask(&positions, start, n, context, *window, *masked);
-                    Tensor::from_array((vec![n as i64, (context + n) as i64], mask)).map_err(err)?.into_dyn()
+                    Tensor::from_array((vec![n as i64, (context + n) as i64], mask)).map_err(err)?.into()
                 }
                 Binding::Kv { layer, part } => {
-                    let cache = self.kv.get(&(*layer, *part)).ok_or_else(|| device_error("unknown KV layer"))?;
+                    // Borrowed, not copied: the whole cache goes in at every step.
+                    let cache = kv.get(&(*layer, *part)).ok_or_else(|| device_error("unknown KV layer"))?;
                     let dims = vec![context as i64, self.manifest.kv_width as i64];
-                    Tensor::from_array((dims, cache.clone())).map_err(err)?.into_dyn()
+                    TensorRef::from_array_view((dims, &cache[..])).map_err(err)?.into()
                 }
                 Binding::Logits => return Err(device_error(format!("{}: logits are not an input", port.name))),
             };
             feeds.push((port.name.clone(), value));
         }
         let width = self.manifest.kv_width;
-        let step_ref = &mut self.steps[step];
+        let step_ref = &mut steps[step];
         let outputs = step_ref.session.run(feeds).map_err(err)?;
         let mut logits = Vec::new();
         for port in &step_ref.graph.outputs {
