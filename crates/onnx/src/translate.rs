@@ -82,21 +82,17 @@ pub struct TranslateOptions {
     pub precision: Precision,
     /// Added to masked attention scores ([`MASKED`], or [`MASKED_QUANTIZED`] for QDQ).
     pub masked: f32,
-    /// RMS norm as ONNX Runtime's one `SimplifiedLayerNormalization` op (an ONNX Runtime
-    /// extension in the default domain), which QNN maps to its own RmsNorm, rather than its
-    /// arithmetic: the squares' range is too wide for one quantization scale.
-    pub fused_rms_norm: bool,
 }
 
 impl TranslateOptions {
     /// Float numerics in standard ONNX ops.
     pub fn float(precision: Precision) -> TranslateOptions {
-        TranslateOptions { precision, masked: MASKED, fused_rms_norm: false }
+        TranslateOptions { precision, masked: MASKED }
     }
 
     /// What QDQ models are calibrated and exported with.
     pub fn quantized() -> TranslateOptions {
-        TranslateOptions { precision: Precision::Fp32, masked: MASKED_QUANTIZED, fused_rms_norm: true }
+        TranslateOptions { precision: Precision::Fp32, masked: MASKED_QUANTIZED }
     }
 }
 
@@ -252,7 +248,6 @@ pub fn translate(
         roles,
         precision: options.precision,
         masked: options.masked,
-        fused_rms_norm: options.fused_rms_norm,
         weights,
         source,
         b: Builder::default(),
@@ -294,7 +289,6 @@ struct Translator<'a> {
     roles: &'a [Option<LeafRole>],
     precision: Precision,
     masked: f32,
-    fused_rms_norm: bool,
     weights: &'a mut WeightBlob,
     source: &'a dyn BufferReader,
     b: Builder,
@@ -368,6 +362,15 @@ impl Translator<'_> {
                 self.b.op("Gather", &[&table, &ids], vec![attr_int("axis", 0)])
             }
             Op::MatMul => self.mat_mul(node.inputs[0], node.inputs[1], &dims)?,
+            Op::Add if node.inputs.iter().all(|&i| self.is_row_selection(i)) => {
+                // QNN's HTP (2.7.0, emulated and compiled) adds two row selections wrongly,
+                // e.g. the last row of the attention output and of the residual; a - (-b) is
+                // the same sum, exactly, and it computes that right.
+                let a = self.value(node.inputs[0])?;
+                let b = self.value(node.inputs[1])?;
+                let minus_b = self.b.op("Neg", &[&b], vec![]);
+                self.b.op("Sub", &[&a, &minus_b], vec![])
+            }
             Op::Add | Op::Mul => {
                 let a = self.value(node.inputs[0])?;
                 let b = self.value(node.inputs[1])?;
@@ -379,7 +382,10 @@ impl Translator<'_> {
                 let f = self.b.f32_scalar(*factor);
                 self.b.op("Mul", &[&x, &f], vec![])
             }
-            Op::RmsNorm { eps } if self.fused_rms_norm => {
+            // One op, not its arithmetic: the squares of a residual stream carrying ±13,000
+            // (SmolLM2) overflow fp16 (NPUs run float graphs in it) and defeat one quantization
+            // scale; QNN maps it to its own RmsNorm.
+            Op::RmsNorm { eps } => {
                 let x = self.value(node.inputs[0])?;
                 let w = self.value(node.inputs[1])?;
                 let eps = AttributeProto {
@@ -389,18 +395,6 @@ impl Translator<'_> {
                     ..Default::default()
                 };
                 self.b.op("SimplifiedLayerNormalization", &[&x, &w], vec![attr_int("axis", -1), eps])
-            }
-            Op::RmsNorm { eps } => {
-                let x = self.value(node.inputs[0])?;
-                let w = self.value(node.inputs[1])?;
-                let sq = self.b.op("Mul", &[&x, &x], vec![]);
-                let axes = self.b.i64s(&[-1]);
-                let mean = self.b.op("ReduceMean", &[&sq, &axes], vec![attr_int("keepdims", 1)]);
-                let eps = self.b.f32_scalar(*eps);
-                let var = self.b.op("Add", &[&mean, &eps], vec![]);
-                let rms = self.b.op("Sqrt", &[&var], vec![]);
-                let normed = self.b.op("Div", &[&x, &rms], vec![]);
-                self.b.op("Mul", &[&normed, &w], vec![])
             }
             Op::Rope { head_dim, rot_dims, base, freq_scale, style } => {
                 self.rope(id, node.inputs[0], node.inputs[1], *head_dim, *rot_dims, *base, *freq_scale, *style)?
@@ -491,6 +485,11 @@ impl Translator<'_> {
         };
         self.values.insert(id, v.clone());
         Ok(v)
+    }
+
+    /// Whether a node picks rows of another value (`SliceRows`, `GetRows`).
+    fn is_row_selection(&self, id: NodeId) -> bool {
+        matches!(self.graph.node(id).op, Op::SliceRows { .. } | Op::GetRows)
     }
 
     /// The f32 value of a weight leaf, backed by an initializer in the blob.
