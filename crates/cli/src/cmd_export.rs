@@ -1,15 +1,18 @@
 //! `tessera export onnx`: a model's prefill and decode steps as ONNX graphs, for graph compilers.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use tessera_backend::DType;
+use tessera_backend_cpu::CpuBackend;
 use tessera_backend_ort::{OrtBackend, OrtOptions, Provider};
-use tessera_onnx::export::{export_model, ExportOptions};
+use tessera_onnx::export::{export_model, Calibration, ExportOptions};
 use tessera_onnx::qdq::{Activations, QdqOptions};
 use tessera_onnx::Precision;
+use tessera_quantize::{gptq_int8_rows, NoProgress, RowCodes};
 use tessera_runtime::{ContextOptions, LoadedModel, Logits};
 
 use crate::cmd_run::load_model;
@@ -34,6 +37,12 @@ pub enum PrecisionArg {
     QdqA16w8,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WeightMethod {
+    Gptq,
+    Rtn,
+}
+
 #[derive(Args, Debug)]
 pub struct OnnxArgs {
     /// Model: a .gguf file, a Hugging Face directory or a short name (smollm2, gemma3-270m).
@@ -53,8 +62,8 @@ pub struct OnnxArgs {
     /// Text to calibrate the QDQ scales on (qdq-* precisions; default: a built-in text).
     #[arg(long)]
     pub calib: Option<PathBuf>,
-    /// qdq-*: residual sums whose calibrated range is wider than this stay float (fp16 on NPUs
-    /// that have it; Qualcomm's HTP from v73); 0 quantizes every value.
+    /// qdq-*: values (sums, projections, products) whose calibrated range is wider than this
+    /// stay float (fp16 on NPUs that have it; Qualcomm's HTP from v73); 0 quantizes every value.
     #[arg(long = "float-above", default_value_t = 100.0)]
     pub float_above: f32,
     /// qdq-*: keep attention's activation products and softmax float (fp16 on the NPU);
@@ -64,6 +73,10 @@ pub struct OnnxArgs {
     /// Most calibration tokens to run (prefill steps; then 32 decode steps).
     #[arg(long = "calib-tokens", default_value_t = 1024)]
     pub calib_tokens: usize,
+    /// qdq-*: how the layers' int8 weights are chosen: `gptq` (calibrated on the same text;
+    /// rounding errors compensated within each row) or `rtn` (rounded to nearest).
+    #[arg(long = "weights", value_enum, default_value_t = WeightMethod::Gptq)]
+    pub weights: WeightMethod,
     /// Threads (default: all available cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
@@ -100,12 +113,16 @@ pub fn run(cmd: ExportCommand) -> Result<()> {
         ort.threads = args.threads.unwrap_or_else(backends::default_threads);
         let backend = Arc::new(OrtBackend::new(ort).context("calibrating on ONNX Runtime")?);
         let path = model_store::resolve(&args.model, false)?;
+        let weights = match args.weights {
+            WeightMethod::Gptq => gptq_weights(&path, &text, &args)?,
+            WeightMethod::Rtn => Default::default(),
+        };
         let model = LoadedModel::load(&path, backend.clone(), None)?;
         calibrate(&model, &text, &args)?;
         // Only graphs that ran get ranges; theirs are merged (see `merged_ranges`).
         let merged = backend.merged_ranges();
         let ranges = |g: &tessera_backend::Graph| backend.ranges(g).map(|_| merged.clone());
-        export_model(&model, &args.output, options, Some(&ranges))
+        export_model(&model, &args.output, options, Some(&Calibration { ranges: &ranges, weights: &weights }))
     } else {
         let compute = ComputeArgs {
             model: args.model.clone(),
@@ -129,6 +146,16 @@ pub fn run(cmd: ExportCommand) -> Result<()> {
         args.output.display()
     );
     Ok(())
+}
+
+/// GPTQ int8 codes of the layers' weights, calibrated on the model run by Tessera's CPU backend.
+fn gptq_weights(path: &std::path::Path, text: &str, args: &OnnxArgs) -> Result<BTreeMap<String, RowCodes>> {
+    let threads = args.threads.unwrap_or_else(backends::default_threads);
+    let model = LoadedModel::load(path, Arc::new(CpuBackend::new(threads)), None)?;
+    let start = std::time::Instant::now();
+    let codes = gptq_int8_rows(&model, text, &mut NoProgress).context("GPTQ of the int8 weights")?;
+    eprintln!("GPTQ chose the int8 codes of {} weights in {:.1} s", codes.len(), start.elapsed().as_secs_f64());
+    Ok(codes)
 }
 
 /// Runs prefill steps of exactly `--seq-len` tokens over the text, then decode steps, so both

@@ -246,8 +246,14 @@ pub fn describe(
     Ok(GraphManifest { file: file.into(), tokens, logits_rows, inputs, outputs })
 }
 
-/// Gives a step graph's calibrated value ranges (`None`: that graph was never run).
-pub type Calibration<'a> = dyn Fn(&Graph) -> Option<crate::qdq::Ranges> + 'a;
+/// What a QDQ export is calibrated with.
+pub struct Calibration<'a> {
+    /// A step graph's value ranges (`None`: that graph was never run).
+    pub ranges: &'a dyn Fn(&Graph) -> Option<crate::qdq::Ranges>,
+    /// Int8 codes and row scales already chosen for weights (GPTQ), by tensor name; weights not
+    /// in it are rounded to nearest.
+    pub weights: &'a std::collections::BTreeMap<String, tessera_quantize::RowCodes>,
+}
 
 /// What `export_model` writes.
 #[derive(Clone, Copy, Debug)]
@@ -282,7 +288,8 @@ fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> OnnxError 
 ///
 /// A QDQ export (`options.quantize`) takes each graph's value ranges from `calibration`, which
 /// gets the graph (see `OrtBackend::ranges`: runs of the same shapes with `observe`, on a model
-/// translating with [`crate::TranslateOptions::quantized`]).
+/// translating with [`crate::TranslateOptions::quantized`]), and the weights' int8 codes from it
+/// where it has them.
 pub fn export_model(
     model: &tessera_runtime::LoadedModel,
     out: &std::path::Path,
@@ -338,10 +345,16 @@ pub fn export_model(
         let onnx = match options.quantize {
             None => t.model,
             Some(qdq) => {
-                let ranges = calibration.and_then(|c| c(&graph)).ok_or_else(|| {
+                let ranges = calibration.and_then(|c| (c.ranges)(&graph)).ok_or_else(|| {
                     OnnxError::Manifest(format!("{file}: no calibration ranges for a graph of {n} tokens"))
                 })?;
-                crate::qdq::quantize_model(&t.model, &ranges, &blob.data, &mut quantized, qdq)?
+                // Initializers of whole weights are named `w.BUFFER.0` (see `translate`).
+                let chosen = |initializer: &str| {
+                    let buffer = initializer.strip_prefix("w.")?.strip_suffix(".0")?.parse().ok()?;
+                    let name = model.weight_name(BufferId(buffer))?;
+                    calibration?.weights.get(name)
+                };
+                crate::qdq::quantize_model(&t.model, &ranges, &blob.data, &mut quantized, qdq, &chosen)?
             }
         };
         let path = out.join(file);

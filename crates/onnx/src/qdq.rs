@@ -7,7 +7,9 @@
 //! that only move data (reshape, transpose, slice, gather) keep their input's parameters, as
 //! compilers require; a scatter's data, updates and result share one range.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use tessera_quantize::RowCodes;
 
 use crate::proto::{data_type, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
 use crate::OnnxError;
@@ -19,7 +21,10 @@ pub type Ranges = HashMap<String, (f32, f32)>;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct QdqOptions {
     pub activations: Activations,
-    /// Residual sums (`Add` outputs) whose calibrated range is wider than this stay float.
+    /// Values computed by arithmetic (not data movement) whose calibrated range is wider than
+    /// this stay float: one 16-bit scale over SmolLM2's residual stream (±13,000 on a few
+    /// channels) or over the down projections feeding it steps by 0.1 to 0.4, erasing the
+    /// ordinary values.
     pub float_above: Option<f32>,
     /// Attention's products of two activations (`MatMul`: scores and the weighted sum of
     /// values) and its softmax stay float: the HTP's 16 × 16-bit MatMul is off by about 1% of
@@ -140,6 +145,47 @@ pub struct QuantizedBlob {
     pub data: Vec<u8>,
     /// Source blob (offset, length) to the int8 codes' and the scales' (offset, length).
     placed: HashMap<Span, (Span, Span)>,
+    /// Source blob (offset, length) to the fp16 copy's (offset, length), for weights left float.
+    placed_f16: HashMap<Span, Span>,
+    /// Source blob (offset, length) to the activation-width codes of a table read by `Gather`.
+    placed_tables: HashMap<Span, Span>,
+}
+
+/// The external-data entries of a tensor at `offset`, `length` in the weights file.
+fn external_entries(offset: usize, length: usize) -> Vec<crate::proto::StringStringEntryProto> {
+    let e = |k: &str, v: String| crate::proto::StringStringEntryProto { key: k.into(), value: v };
+    vec![e("location", crate::WEIGHTS_FILE.into()), e("offset", offset.to_string()), e("length", length.to_string())]
+}
+
+/// The float values a QDQ model leaves float: results of arithmetic whose range is wider than
+/// `float_above`, attention's products and softmax (with `float_attention`), and data movement
+/// of those (they have no encoding to keep). Graph outputs and the values they copy are always
+/// quantized: they are dequantized from their source's quantized value.
+fn kept_float(g: &GraphProto, ranges: &Ranges, options: QdqOptions) -> HashSet<String> {
+    let outputs: HashSet<&str> = g.output.iter().map(|o| o.name.as_str()).collect();
+    let feeds_output: HashSet<&str> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Identity" && outputs.contains(n.output[0].as_str()))
+        .map(|n| n.input[0].as_str())
+        .collect();
+    let wide = |name: &str| {
+        let limit = options.float_above.unwrap_or(f32::INFINITY);
+        ranges.get(name).is_some_and(|&(lo, hi)| hi - lo > limit)
+    };
+    let mut kept = HashSet::new();
+    for n in &g.node {
+        let op = n.op_type.as_str();
+        let follows_float = moves_data(op) && n.input.first().is_some_and(|i| kept.contains(i));
+        let attention = matches!(op, "Softmax" | "MatMul") && options.float_attention;
+        for o in &n.output {
+            let stays = follows_float || attention || (!moves_data(op) && wide(o));
+            if stays && !outputs.contains(o.as_str()) && !feeds_output.contains(o.as_str()) {
+                kept.insert(o.clone());
+            }
+        }
+    }
+    kept
 }
 
 fn scale_zero_point(lo: f32, hi: f32, act: Activations) -> (f32, u32) {
@@ -244,13 +290,15 @@ fn external(t: &TensorProto) -> Option<(usize, usize)> {
 }
 
 /// The QDQ form of `model`, whose external weights live in `source` (the float blob); int8
-/// weights and their scales go into `out`.
-pub fn quantize_model(
+/// weights and their scales go into `out`. `chosen` gives the codes already chosen for an
+/// initializer (GPTQ), if any; the others are rounded to nearest.
+pub fn quantize_model<'w>(
     model: &ModelProto,
     ranges: &Ranges,
     source: &[u8],
     out: &mut QuantizedBlob,
     options: QdqOptions,
+    chosen: &dyn Fn(&str) -> Option<&'w RowCodes>,
 ) -> Result<ModelProto, OnnxError> {
     let act = options.activations;
     let g = model.graph.as_ref().ok_or_else(|| OnnxError::Manifest("model has no graph".into()))?;
@@ -277,9 +325,19 @@ pub fn quantize_model(
         }
     }
 
+    let kept = kept_float(g, &r, options);
+    // Weights of matmuls whose result stays float stay float too (fp16): an NPU runs such a
+    // matmul in fp16 (Qualcomm's HTP refuses int8 weights with a float result).
+    let float_weights: HashSet<&str> = g
+        .node
+        .iter()
+        .filter(|n| matches!(n.op_type.as_str(), "Gemm" | "MatMul") && kept.contains(&n.output[0]))
+        .filter_map(|n| n.input.get(1).map(String::as_str))
+        .collect();
+
     // Tables read by Gather: their rows come out under one scale, so they are quantized per
     // tensor at the activations' width (a per-row scale cannot pass through the gather).
-    let gathered: std::collections::HashSet<&str> =
+    let gathered: HashSet<&str> =
         g.node.iter().filter(|n| n.op_type == "Gather").map(|n| n.input[0].as_str()).collect();
     let mut table_ranges: HashMap<String, (f32, f32)> = HashMap::new();
     let mut rw = Rewriter {
@@ -308,6 +366,19 @@ pub fn quantize_model(
                 t.external_data.clear();
                 t.data_location = 0;
                 quantize_constant(&mut rw, t, &values);
+                // The table's codes go into the weights file, once for every graph of the export.
+                let codes_name = format!("{}.table.codes", init.name);
+                if let Some(codes) = rw.initializers.iter_mut().rev().find(|i| i.name == codes_name) {
+                    let raw = std::mem::take(&mut codes.raw_data);
+                    let (o, l) = *out.placed_tables.entry((offset, len)).or_insert_with(|| {
+                        let start = out.data.len().next_multiple_of(64);
+                        out.data.resize(start, 0);
+                        out.data.extend(&raw);
+                        (start, raw.len())
+                    });
+                    codes.external_data = external_entries(o, l);
+                    codes.data_location = 1;
+                }
                 let table_dq = rw.dq[&format!("{}.table", init.name)].clone();
                 rw.gather_dq.insert(init.name.clone(), table_dq);
                 let range = values.iter().fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
@@ -316,12 +387,53 @@ pub fn quantize_model(
                     continue;
                 }
             }
+            if init.dims.len() == 2 && float_weights.contains(init.name.as_str()) {
+                let (o, l) = *out.placed_f16.entry((offset, len)).or_insert_with(|| {
+                    let start = out.data.len().next_multiple_of(64);
+                    out.data.resize(start, 0);
+                    out.data.extend(values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()));
+                    (start, values.len() * 2)
+                });
+                let f16 = format!("{}.f16", init.name);
+                rw.initializers.push(TensorProto {
+                    dims: init.dims.clone(),
+                    data_type: data_type::FLOAT16,
+                    name: f16.clone(),
+                    external_data: external_entries(o, l),
+                    data_location: 1,
+                    ..Default::default()
+                });
+                let mut cast = node("Cast", &[&f16], &dq);
+                cast.attribute.push(crate::proto::AttributeProto {
+                    name: "to".into(),
+                    r#type: crate::proto::attribute_type::INT,
+                    i: data_type::FLOAT as i64,
+                    ..Default::default()
+                });
+                rw.nodes.push(cast);
+                rw.dq.insert(init.name.clone(), dq);
+                continue;
+            }
             if init.dims.len() == 2 {
                 let rows = init.dims[0] as usize;
                 let ((co, cl), (so, sl)) = match out.placed.get(&(offset, len)) {
                     Some(&p) => p,
                     None => {
-                        let (codes, scales) = quantize_rows(&values, rows);
+                        let (codes, scales) = match chosen(&init.name) {
+                            Some(c) if c.codes.len() == values.len() && c.scales.len() == rows => {
+                                (c.codes.iter().map(|&q| q as u8).collect(), c.scales.clone())
+                            }
+                            Some(c) => {
+                                return Err(OnnxError::Manifest(format!(
+                                    "{}: {} codes and {} scales chosen for a [{rows}, {}] weight",
+                                    init.name,
+                                    c.codes.len(),
+                                    c.scales.len(),
+                                    values.len() / rows.max(1)
+                                )))
+                            }
+                            None => quantize_rows(&values, rows),
+                        };
                         let co = out.data.len().next_multiple_of(64);
                         out.data.resize(co, 0);
                         out.data.extend(&codes);
@@ -333,21 +445,13 @@ pub fn quantize_model(
                         p
                     }
                 };
-                let ext = |o: usize, l: usize| {
-                    let e = |k: &str, v: String| crate::proto::StringStringEntryProto { key: k.into(), value: v };
-                    vec![
-                        e("location", crate::WEIGHTS_FILE.into()),
-                        e("offset", o.to_string()),
-                        e("length", l.to_string()),
-                    ]
-                };
                 let codes = format!("{}.int8", init.name);
                 let scales = format!("{}.scale", init.name);
                 rw.initializers.push(TensorProto {
                     dims: init.dims.clone(),
                     data_type: data_type::INT8,
                     name: codes.clone(),
-                    external_data: ext(co, cl),
+                    external_data: external_entries(co, cl),
                     data_location: 1,
                     ..Default::default()
                 });
@@ -355,7 +459,7 @@ pub fn quantize_model(
                     dims: vec![rows as i64],
                     data_type: data_type::FLOAT,
                     name: scales.clone(),
-                    external_data: ext(so, sl),
+                    external_data: external_entries(so, sl),
                     data_location: 1,
                     ..Default::default()
                 });
@@ -388,7 +492,7 @@ pub fn quantize_model(
             rw.pair(&input.name, lo, hi);
         }
     }
-    let outputs: std::collections::HashSet<&str> = g.output.iter().map(|o| o.name.as_str()).collect();
+    let outputs: HashSet<&str> = g.output.iter().map(|o| o.name.as_str()).collect();
     for n in &g.node {
         if n.op_type == "Identity" && outputs.contains(n.output[0].as_str()) {
             // A graph output: dequantized straight from its source's quantized value.
@@ -397,6 +501,16 @@ pub fn quantize_model(
             let Some(dq) = last_dq else { return Err(missing(&n.input[0])) };
             rw.nodes.push(node("DequantizeLinear", &[&q, &dq.input[1], &dq.input[2]], &n.output[0]));
             continue;
+        }
+        // A matmul with int8 weights is compiled as one quantized unit: its activation comes in
+        // quantized even when the value it reads was left float.
+        let int8_weight = n.input.get(1).is_some_and(|w| rw.dq.contains_key(w) && !float_weights.contains(w.as_str()));
+        if matches!(n.op_type.as_str(), "Gemm" | "MatMul") && int8_weight && kept.contains(&n.input[0]) {
+            let x = &n.input[0];
+            if !rw.dq.contains_key(x) {
+                let &(lo, hi) = rw.ranges.get(x).ok_or_else(|| missing(x))?;
+                rw.pair(x, lo, hi);
+            }
         }
         let mut n = n.clone();
         let gather = n.op_type == "Gather";
@@ -413,15 +527,8 @@ pub fn quantize_model(
             if gather { n.input.first().and_then(|t| table_ranges.get(t.trim_end_matches(".table.dq"))) } else { None };
         let table = table.copied();
         rw.nodes.push(n);
-        let op = rw.nodes.last().map(|n| n.op_type.clone()).unwrap_or_default();
         for o in outs {
-            let wide = |&(lo, hi): &(f32, f32)| options.float_above.is_some_and(|limit| hi - lo > limit);
-            let wide_sum = op == "Add" && rw.ranges.get(&o).is_some_and(wide);
-            let attention = matches!(op.as_str(), "Softmax" | "MatMul") && options.float_attention;
-            if (wide_sum || attention) && !outputs.contains(o.as_str()) {
-                continue;
-            }
-            if is_float(&o) {
+            if is_float(&o) && !kept.contains(&o) {
                 let (lo, hi) = match table {
                     Some(r) => r,
                     None => *rw.ranges.get(&o).ok_or_else(|| missing(&o))?,
@@ -520,5 +627,95 @@ mod tests {
                 assert!(chosen <= by_max * (1.0 + 1e-6), "row {r}: {chosen} > {by_max}");
             }
         }
+    }
+
+    /// `x → Gemm(W1) → y → Gemm(W2) → out`, with `y`'s range wide; W1 and W2 live in a float
+    /// blob, `x` and `out` are the graph's input and output.
+    fn two_matmuls() -> (ModelProto, Vec<u8>, Ranges) {
+        use crate::builder::{attr_int, value_info, Builder};
+        let mut b = Builder::default();
+        let mut blob = Vec::new();
+        let mut weight = |b: &mut Builder, name: &str, scale: f32| {
+            let offset = blob.len();
+            blob.extend((0..12).flat_map(|i| ((i as f32 - 5.5) * scale).to_le_bytes()));
+            b.initializers.push(TensorProto {
+                dims: vec![3, 4],
+                data_type: data_type::FLOAT,
+                name: name.into(),
+                external_data: external_entries(offset, 48),
+                data_location: 1,
+                ..Default::default()
+            });
+        };
+        weight(&mut b, "w1", 100.0);
+        weight(&mut b, "w2", 0.01);
+        let y = b.op("Gemm", &["x", "w1"], vec![attr_int("transB", 1)]);
+        let y3 = b.reshape(&y, &[2, 3]);
+        let z = b.op("Gemm", &[&y3, "w2"], vec![]);
+        let out = b.op("Identity", &[&z], vec![]);
+        let graph = GraphProto {
+            node: b.nodes,
+            name: "g".into(),
+            initializer: b.initializers,
+            input: vec![value_info("x", data_type::FLOAT, &[2, 4])],
+            output: vec![value_info(&out, data_type::FLOAT, &[2, 4])],
+        };
+        let model = ModelProto { graph: Some(graph), ..Default::default() };
+        let ranges: Ranges = [
+            ("x", (-1.0, 1.0)),
+            (y.as_str(), (-900.0, 900.0)),
+            (y3.as_str(), (-900.0, 900.0)),
+            (z.as_str(), (-2.0, 2.0)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        (model, blob, ranges)
+    }
+
+    #[test]
+    fn a_matmul_with_a_wide_result_keeps_fp16_weights_and_the_next_one_reads_a_quantized_input() {
+        let (model, blob, ranges) = two_matmuls();
+        let mut out = QuantizedBlob::default();
+        let options = QdqOptions { activations: Activations::U16, float_above: Some(100.0), float_attention: true };
+        let q = quantize_model(&model, &ranges, &blob, &mut out, options, &|_| None).unwrap();
+        let g = q.graph.unwrap();
+        let init = |name: &str| g.initializer.iter().find(|i| i.name == name);
+        // W1's result is wide: W1 stays float (fp16 behind a Cast), its result unquantized.
+        assert_eq!(init("w1.f16").map(|i| i.data_type), Some(data_type::FLOAT16));
+        assert!(g.node.iter().any(|n| n.op_type == "Cast" && n.input[0] == "w1.f16"));
+        let first = g.node.iter().find(|n| n.op_type == "Gemm").unwrap();
+        assert!(!g.node.iter().any(|n| n.op_type == "QuantizeLinear" && n.input[0] == first.output[0]));
+        // The reshape of that float value would be float too, but the second matmul has int8
+        // weights, so it reads a quantized copy.
+        let second = g.node.iter().filter(|n| n.op_type == "Gemm").nth(1).unwrap();
+        assert!(second.input[0].ends_with(".dq"), "{:?}", second.input);
+        let dq = g.node.iter().find(|n| n.output[0] == second.input[0]).unwrap();
+        assert_eq!(dq.op_type, "DequantizeLinear");
+        // fp16 copy of W1 in the blob: 12 values, 2 bytes each.
+        let f16 = init("w1.f16").unwrap();
+        let offset: usize = f16.external_data.iter().find(|e| e.key == "offset").unwrap().value.parse().unwrap();
+        let first_value = half::f16::from_le_bytes([out.data[offset], out.data[offset + 1]]).to_f32();
+        assert_eq!(first_value, -550.0);
+    }
+
+    #[test]
+    fn chosen_codes_replace_rounding_and_must_fit_the_weight() {
+        let (model, blob, ranges) = two_matmuls();
+        let options = QdqOptions { activations: Activations::U16, float_above: None, float_attention: true };
+        let chosen = RowCodes { codes: (0..12).map(|i| i as i8 - 6).collect(), scales: vec![0.5, 1.0, 2.0] };
+        let mut out = QuantizedBlob::default();
+        let pick = |name: &str| (name == "w1").then_some(&chosen);
+        let q = quantize_model(&model, &ranges, &blob, &mut out, options, &pick).unwrap();
+        let g = q.graph.unwrap();
+        let codes = g.initializer.iter().find(|i| i.name == "w1.int8").unwrap();
+        let offset: usize = codes.external_data.iter().find(|e| e.key == "offset").unwrap().value.parse().unwrap();
+        let stored: Vec<i8> = out.data[offset..offset + 12].iter().map(|&b| b as i8).collect();
+        assert_eq!(stored, chosen.codes);
+
+        let wrong = RowCodes { codes: vec![0; 8], scales: vec![1.0; 2] };
+        let pick = |name: &str| (name == "w1").then_some(&wrong);
+        let err = quantize_model(&model, &ranges, &blob, &mut QuantizedBlob::default(), options, &pick).unwrap_err();
+        assert!(err.to_string().contains("8 codes and 2 scales chosen for a [3, 4] weight"), "{err}");
     }
 }

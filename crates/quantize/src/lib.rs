@@ -23,10 +23,12 @@ mod integer;
 mod linalg;
 mod mapping;
 mod output;
+mod rows;
 mod smooth;
 
 pub use ct::DEFAULT_CALIBRATION;
 pub use format::{Format, Output};
+pub use rows::{gptq_int8_rows, RowCodes};
 
 use std::path::{Path, PathBuf};
 

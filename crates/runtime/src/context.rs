@@ -4,7 +4,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_backend::{fallback, Backend, BackendError, DType, Graph, GraphBuilder, NodeId, OwnedBuffer, TensorRef};
+use tessera_backend::{
+    fallback, Backend, BackendError, DType, Graph, GraphBuilder, NodeId, OwnedBuffer, Shape, TensorRef,
+};
 use tessera_formats::ModelSource;
 use tessera_models::{KvInputs, Logits, Model, ModelConfig, StepInputs};
 use tessera_tokenizer::Tokenizer;
@@ -56,8 +58,24 @@ impl LoadedModel {
     }
 
     /// The tensor name of the weight held in `buffer`, if it holds one.
-    pub(crate) fn weight_name(&self, buffer: tessera_backend::BufferId) -> Option<&str> {
+    pub fn weight_name(&self, buffer: tessera_backend::BufferId) -> Option<&str> {
         self.weights.names.get(&buffer).map(String::as_str)
+    }
+
+    /// The names of the model's weight tensors, sorted.
+    pub fn weight_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.weights.by_name.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Weight tensor `name` as stored on the device: its type, shape and bytes.
+    pub fn weight_data(&self, name: &str) -> Result<Option<(DType, Shape, Vec<u8>)>, RuntimeError> {
+        let Some(w) = self.weights.by_name.get(name) else { return Ok(None) };
+        let len = w.dtype.bytes_for(w.shape.count()).map_err(|e| RuntimeError::Invalid(format!("{name}: {e}")))?;
+        let mut bytes = vec![0u8; len];
+        self.backend.download(w.tensor.buffer, w.tensor.offset, &mut bytes)?;
+        Ok(Some((w.dtype, w.shape.clone(), bytes)))
     }
 
     /// Refuses token ids outside the vocabulary before any of them reaches a graph.

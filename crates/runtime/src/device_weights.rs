@@ -14,11 +14,13 @@ pub(crate) struct DeviceWeights {
     pub bytes: u64,
     /// Tensor name of each weight buffer, to tell which weight a graph leaf reads.
     pub names: HashMap<BufferId, String>,
+    /// Each weight by tensor name.
+    pub by_name: HashMap<String, WeightRef>,
 }
 
 impl DeviceWeights {
     pub fn new(backend: Arc<dyn Backend>) -> DeviceWeights {
-        DeviceWeights { backend, buffers: Vec::new(), bytes: 0, names: HashMap::new() }
+        DeviceWeights { backend, buffers: Vec::new(), bytes: 0, names: HashMap::new(), by_name: HashMap::new() }
     }
 }
 
@@ -39,6 +41,8 @@ impl WeightUploader for DeviceWeights {
         let tensor = TensorRef { buffer: buffer.id(), offset: 0 };
         self.names.insert(buffer.id(), name.to_string());
         self.buffers.push(buffer);
-        Ok(WeightRef { tensor, dtype, shape })
+        let weight = WeightRef { tensor, dtype, shape };
+        self.by_name.insert(name.to_string(), weight.clone());
+        Ok(weight)
     }
 }
