@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use tessera_quantize::RowCodes;
 
+use crate::builder::attr_int;
 use crate::proto::{data_type, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
 use crate::OnnxError;
 
@@ -151,10 +152,32 @@ pub struct QuantizedBlob {
     placed_tables: HashMap<Span, Span>,
 }
 
+impl QuantizedBlob {
+    /// Appends `bytes` at the next 64-byte boundary; returns where they went.
+    fn append(&mut self, bytes: impl IntoIterator<Item = u8>) -> Span {
+        let start = self.data.len().next_multiple_of(64);
+        self.data.resize(start, 0);
+        self.data.extend(bytes);
+        (start, self.data.len() - start)
+    }
+}
+
 /// The external-data entries of a tensor at `offset`, `length` in the weights file.
 fn external_entries(offset: usize, length: usize) -> Vec<crate::proto::StringStringEntryProto> {
     let e = |k: &str, v: String| crate::proto::StringStringEntryProto { key: k.into(), value: v };
     vec![e("location", crate::WEIGHTS_FILE.into()), e("offset", offset.to_string()), e("length", length.to_string())]
+}
+
+/// An initializer of type `elem` whose bytes are `span` of the weights file.
+fn external_tensor(name: &str, elem: i32, dims: Vec<i64>, (offset, length): Span) -> TensorProto {
+    TensorProto {
+        dims,
+        data_type: elem,
+        name: name.into(),
+        external_data: external_entries(offset, length),
+        data_location: 1,
+        ..Default::default()
+    }
 }
 
 /// The float values a QDQ model leaves float: results of arithmetic whose range is wider than
@@ -370,12 +393,13 @@ pub fn quantize_model<'w>(
                 let codes_name = format!("{}.table.codes", init.name);
                 if let Some(codes) = rw.initializers.iter_mut().rev().find(|i| i.name == codes_name) {
                     let raw = std::mem::take(&mut codes.raw_data);
-                    let (o, l) = *out.placed_tables.entry((offset, len)).or_insert_with(|| {
-                        let start = out.data.len().next_multiple_of(64);
-                        out.data.resize(start, 0);
-                        out.data.extend(&raw);
-                        (start, raw.len())
-                    });
+                    let (o, l) = match out.placed_tables.get(&(offset, len)) {
+                        Some(&span) => span,
+                        None => {
+                            let span = out.append(raw);
+                            *out.placed_tables.entry((offset, len)).or_insert(span)
+                        }
+                    };
                     codes.external_data = external_entries(o, l);
                     codes.data_location = 1;
                 }
@@ -388,28 +412,17 @@ pub fn quantize_model<'w>(
                 }
             }
             if init.dims.len() == 2 && float_weights.contains(init.name.as_str()) {
-                let (o, l) = *out.placed_f16.entry((offset, len)).or_insert_with(|| {
-                    let start = out.data.len().next_multiple_of(64);
-                    out.data.resize(start, 0);
-                    out.data.extend(values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()));
-                    (start, values.len() * 2)
-                });
+                let span = match out.placed_f16.get(&(offset, len)) {
+                    Some(&span) => span,
+                    None => {
+                        let span = out.append(values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()));
+                        *out.placed_f16.entry((offset, len)).or_insert(span)
+                    }
+                };
                 let f16 = format!("{}.f16", init.name);
-                rw.initializers.push(TensorProto {
-                    dims: init.dims.clone(),
-                    data_type: data_type::FLOAT16,
-                    name: f16.clone(),
-                    external_data: external_entries(o, l),
-                    data_location: 1,
-                    ..Default::default()
-                });
+                rw.initializers.push(external_tensor(&f16, data_type::FLOAT16, init.dims.clone(), span));
                 let mut cast = node("Cast", &[&f16], &dq);
-                cast.attribute.push(crate::proto::AttributeProto {
-                    name: "to".into(),
-                    r#type: crate::proto::attribute_type::INT,
-                    i: data_type::FLOAT as i64,
-                    ..Default::default()
-                });
+                cast.attribute.push(attr_int("to", data_type::FLOAT as i64));
                 rw.nodes.push(cast);
                 rw.dq.insert(init.name.clone(), dq);
                 continue;
@@ -434,43 +447,18 @@ pub fn quantize_model<'w>(
                             }
                             None => quantize_rows(&values, rows),
                         };
-                        let co = out.data.len().next_multiple_of(64);
-                        out.data.resize(co, 0);
-                        out.data.extend(&codes);
-                        let so = out.data.len().next_multiple_of(64);
-                        out.data.resize(so, 0);
-                        out.data.extend(scales.iter().flat_map(|s| s.to_le_bytes()));
-                        let p = ((co, codes.len()), (so, scales.len() * 4));
+                        let p = (out.append(codes), out.append(scales.iter().flat_map(|s| s.to_le_bytes())));
                         out.placed.insert((offset, len), p);
                         p
                     }
                 };
                 let codes = format!("{}.int8", init.name);
                 let scales = format!("{}.scale", init.name);
-                rw.initializers.push(TensorProto {
-                    dims: init.dims.clone(),
-                    data_type: data_type::INT8,
-                    name: codes.clone(),
-                    external_data: external_entries(co, cl),
-                    data_location: 1,
-                    ..Default::default()
-                });
-                rw.initializers.push(TensorProto {
-                    dims: vec![rows as i64],
-                    data_type: data_type::FLOAT,
-                    name: scales.clone(),
-                    external_data: external_entries(so, sl),
-                    data_location: 1,
-                    ..Default::default()
-                });
+                rw.initializers.push(external_tensor(&codes, data_type::INT8, init.dims.clone(), (co, cl)));
+                rw.initializers.push(external_tensor(&scales, data_type::FLOAT, vec![rows as i64], (so, sl)));
                 let zp = rw.constant(&init.name, data_type::INT8, vec![0; rows], vec![rows as i64]);
                 let mut n = node("DequantizeLinear", &[&codes, &scales, &zp], &dq);
-                n.attribute.push(crate::proto::AttributeProto {
-                    name: "axis".into(),
-                    r#type: crate::proto::attribute_type::INT,
-                    i: 0,
-                    ..Default::default()
-                });
+                n.attribute.push(attr_int("axis", 0));
                 rw.nodes.push(n);
                 rw.dq.insert(init.name.clone(), dq);
                 continue;

@@ -252,6 +252,31 @@ pub fn load_model(source: &Path) -> Result<LoadedModel, QuantizeError> {
     Ok(LoadedModel::load(source, backend, None)?)
 }
 
+/// Cuts `layers` (in order) into consecutive groups whose statistics, `bytes_of` each, fit
+/// `budget` together; a group holds at least one layer.
+pub fn windows<T>(
+    layers: Vec<(usize, T)>,
+    budget: usize,
+    bytes_of: impl Fn(usize, &T) -> usize,
+) -> Vec<Vec<(usize, T)>> {
+    let mut groups: Vec<Vec<(usize, T)>> = Vec::new();
+    let mut bytes = 0;
+    for (layer, item) in layers {
+        let b = bytes_of(layer, &item);
+        match groups.last_mut() {
+            Some(group) if bytes + b <= budget => {
+                bytes += b;
+                group.push((layer, item));
+            }
+            _ => {
+                bytes = b;
+                groups.push(vec![(layer, item)]);
+            }
+        }
+    }
+    groups
+}
+
 /// Runs the model over `sequences` and gathers the statistics of the sites of `layers` for
 /// which `wanted` is true.
 pub fn collect(
@@ -302,6 +327,14 @@ mod tests {
             }
         }
         h
+    }
+
+    #[test]
+    fn windows_fill_the_budget_in_order_and_hold_at_least_one_layer() {
+        let layers: Vec<(usize, usize)> = vec![(0, 4), (1, 4), (2, 9), (3, 1), (4, 2)];
+        let groups = windows(layers, 8, |_, &b| b);
+        let ids: Vec<Vec<usize>> = groups.iter().map(|g| g.iter().map(|(l, _)| *l).collect()).collect();
+        assert_eq!(ids, vec![vec![0, 1], vec![2], vec![3, 4]]);
     }
 
     #[test]

@@ -496,18 +496,8 @@ impl<'a> Writer<'a> {
         progress.message(&format!("loading {} for calibration", self.source_path.display()));
         let model = calib::load_model(self.source_path)?;
         let sequences = calib::sequences(&model, self.calib_text)?;
-        let mut pending: Vec<(usize, Vec<Planned<'a>>)> = layers.into_iter().collect();
-        while !pending.is_empty() {
-            let (mut take, mut bytes) = (0, 0);
-            while take < pending.len() {
-                let b = bytes_of(pending[take].0, &pending[take].1);
-                if take > 0 && bytes + b > CALIBRATION_BUDGET {
-                    break;
-                }
-                bytes += b;
-                take += 1;
-            }
-            let group: Vec<_> = pending.drain(..take).collect();
+        let layers: Vec<(usize, Vec<Planned<'a>>)> = layers.into_iter().collect();
+        for group in calib::windows(layers, CALIBRATION_BUDGET, |l, t| bytes_of(l, t)) {
             let range = group[0].0..group[group.len() - 1].0 + 1;
             let mut stats = calib::collect(&model, &sequences, range, &|l, s| wanted.contains(&(l, s)), progress)?;
             for (_, tensors) in group {

@@ -62,20 +62,12 @@ pub fn gptq_int8_rows(
     }
     let sequences = calib::sequences(model, text)?;
     let mut out = BTreeMap::new();
-    let mut pending: Vec<(usize, Vec<LayerWeight>)> = by_layer.into_iter().collect();
-    while !pending.is_empty() {
-        // As many layers as the budget holds statistics for (at least one).
-        let (mut take, mut bytes) = (0, 0);
-        while take < pending.len() {
-            let sites: BTreeMap<Site, usize> = pending[take].1.iter().map(|w| (w.site, w.cols)).collect();
-            let b: usize = sites.values().map(|c| c * c * 8).sum();
-            if take > 0 && bytes + b > CALIBRATION_BUDGET {
-                break;
-            }
-            bytes += b;
-            take += 1;
-        }
-        let group: Vec<_> = pending.drain(..take).collect();
+    // As many layers at once as the budget holds statistics for: a d × d f64 matrix per site.
+    let bytes_of = |_: usize, weights: &Vec<LayerWeight>| -> usize {
+        let sites: BTreeMap<Site, usize> = weights.iter().map(|w| (w.site, w.cols)).collect();
+        sites.values().map(|c| c * c * 8).sum()
+    };
+    for group in calib::windows(by_layer.into_iter().collect(), CALIBRATION_BUDGET, bytes_of) {
         let range = group[0].0..group[group.len() - 1].0 + 1;
         let stats = calib::collect(model, &sequences, range, &|_, _| true, progress)?;
         for (layer, weights) in group {
