@@ -8,16 +8,16 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use ort::logging::LogLevel;
 use ort::session::builder::SessionBuilder;
-use ort::session::Session;
-use ort::value::{DynValue, Tensor};
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, Tensor, TensorRef};
 use prost::Message;
 use tessera_backend::{Backend, BackendError, BufferId, DeviceInfo, DeviceKind, Graph, HostBytes, NodeId, Op};
 use tessera_onnx::host::{self, HostTensor};
 use tessera_onnx::proto::data_type;
 use tessera_onnx::qdq::{self, Ranges};
 use tessera_onnx::{
-    classify_leaves, translate, BufferReader, LeafRole, OnnxError, OnnxInput, Precision, StoreOutput, TranslateOptions,
-    WeightBlob, WEIGHTS_FILE,
+    classify_leaves, translate, BufferReader, HostInput, LeafRole, OnnxError, OnnxInput, Precision, StoreOutput,
+    TranslateOptions, WeightBlob, WEIGHTS_FILE,
 };
 
 use crate::runtime;
@@ -391,6 +391,39 @@ fn to_value(t: HostTensor) -> Result<DynValue, ort::Error> {
     })
 }
 
+/// The buffer, byte offset and length a leaf (or a view of one) reads.
+fn leaf_span(graph: &Graph, id: NodeId) -> Option<(BufferId, usize, usize)> {
+    let (leaf, offset) = host::leaf_storage(graph, id)?;
+    let Op::Leaf(tensor) = graph.node(leaf).op else { return None };
+    let node = graph.node(id);
+    let len = node.dtype.bytes_for(node.shape.count()).ok()?;
+    Some((tensor.buffer, tensor.offset + offset, len))
+}
+
+/// `bytes` as the input's tensor, without a copy where they are aligned for its element type.
+fn view<'a>(input: &OnnxInput, bytes: &'a [u8]) -> Result<SessionInputValue<'a>, ort::Error> {
+    let dims: Vec<i64> = input.dims.iter().map(|&d| d as i64).collect();
+    fn typed<'a, T: ort::value::PrimitiveTensorElementType + bytemuck::Pod + std::fmt::Debug>(
+        dims: Vec<i64>,
+        bytes: &'a [u8],
+    ) -> Result<SessionInputValue<'a>, ort::Error> {
+        Ok(match bytemuck::try_cast_slice::<u8, T>(bytes) {
+            Ok(values) => TensorRef::from_array_view((dims, values))?.into(),
+            Err(_) => {
+                let values: Vec<T> =
+                    bytes.chunks_exact(std::mem::size_of::<T>()).map(bytemuck::pod_read_unaligned).collect();
+                Tensor::from_array((dims, values))?.into()
+            }
+        })
+    }
+    match input.elem_type {
+        data_type::FLOAT => typed::<f32>(dims, bytes),
+        data_type::FLOAT16 => typed::<half::f16>(dims, bytes),
+        data_type::INT32 => typed::<i32>(dims, bytes),
+        _ => typed::<i64>(dims, bytes),
+    }
+}
+
 impl Backend for OrtBackend {
     fn info(&self) -> DeviceInfo {
         let lib = runtime::loaded_from().map(|p| p.display().to_string()).unwrap_or_default();
@@ -454,9 +487,18 @@ impl Backend for OrtBackend {
         let compiled = self.compiled(graph)?;
         let reader = Reader(self);
         host::check_ids(graph, &reader, &compiled.id_checks).map_err(onnx_error)?;
-        let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(compiled.inputs.len());
+        let mut inputs: Vec<(String, SessionInputValue<'_>)> = Vec::with_capacity(compiled.inputs.len());
         let mut observed = Ranges::new();
+        // Leaves (the KV cache above all, whole at every step) go in borrowed from their
+        // buffers, read-locked until the run is over; the rest is computed first.
+        let mut borrowed = Vec::new();
         for input in &compiled.inputs {
+            if let (HostInput::Leaf { node }, false) = (&input.source, self.options.observe) {
+                if let Some(storage) = leaf_span(graph, *node) {
+                    borrowed.push((input, storage));
+                    continue;
+                }
+            }
             let data = host::fill(graph, &reader, input).map_err(onnx_error)?;
             if self.options.observe && data.elem_type == data_type::FLOAT {
                 let values: Vec<f32> =
@@ -464,6 +506,17 @@ impl Backend for OrtBackend {
                 qdq::observe(&mut observed, &input.name, &values);
             }
             let value = to_value(data).map_err(|e| device_error(format!("input {}: {e}", input.name)))?;
+            inputs.push((input.name.clone(), value.into()));
+        }
+        let buffers = self.buffers.read().unwrap_or_else(|e| e.into_inner());
+        for (input, (buffer, offset, len)) in borrowed {
+            let buf = buffers.get(&buffer).ok_or(BackendError::UnknownBuffer(buffer))?;
+            let size = buf.bytes().len();
+            let bytes = offset
+                .checked_add(len)
+                .and_then(|end| buf.bytes().get(offset..end))
+                .ok_or(BackendError::OutOfBounds { buffer, offset, len, size })?;
+            let value = view(input, bytes).map_err(|e| device_error(format!("input {}: {e}", input.name)))?;
             inputs.push((input.name.clone(), value));
         }
         let mut writes = Vec::new();
@@ -489,6 +542,7 @@ impl Backend for OrtBackend {
                 writes.extend(host::store_writes(graph, &reader, out.store, rows).map_err(onnx_error)?);
             }
         }
+        drop(buffers);
         for w in writes {
             self.write(w)?;
         }
