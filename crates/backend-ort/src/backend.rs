@@ -114,6 +114,22 @@ impl Buffer {
     }
 }
 
+/// `len` bytes at `offset` of `buffer`, checked against its size.
+fn slice(
+    buffers: &HashMap<BufferId, Buffer>,
+    buffer: BufferId,
+    offset: usize,
+    len: usize,
+) -> Result<&[u8], BackendError> {
+    let bytes = buffers.get(&buffer).ok_or(BackendError::UnknownBuffer(buffer))?.bytes();
+    offset.checked_add(len).and_then(|end| bytes.get(offset..end)).ok_or(BackendError::OutOfBounds {
+        buffer,
+        offset,
+        len,
+        size: bytes.len(),
+    })
+}
+
 struct Compiled {
     key: String,
     session: Mutex<Session>,
@@ -354,13 +370,7 @@ struct Reader<'a>(&'a OrtBackend);
 impl BufferReader for Reader<'_> {
     fn read(&self, buffer: BufferId, offset: usize, len: usize) -> Result<Vec<u8>, String> {
         let buffers = self.0.buffers.read().unwrap_or_else(|e| e.into_inner());
-        let buf = buffers.get(&buffer).ok_or_else(|| format!("unknown buffer {buffer:?}"))?;
-        let bytes = buf.bytes();
-        offset
-            .checked_add(len)
-            .and_then(|end| bytes.get(offset..end))
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| format!("{len} bytes at {offset} are outside buffer {buffer:?} of {} bytes", bytes.len()))
+        slice(&buffers, buffer, offset, len).map(<[u8]>::to_vec).map_err(|e| e.to_string())
     }
 }
 
@@ -389,15 +399,6 @@ fn to_value(t: HostTensor) -> Result<DynValue, ort::Error> {
         ))?
         .into_dyn(),
     })
-}
-
-/// The buffer, byte offset and length a leaf (or a view of one) reads.
-fn leaf_span(graph: &Graph, id: NodeId) -> Option<(BufferId, usize, usize)> {
-    let (leaf, offset) = host::leaf_storage(graph, id)?;
-    let Op::Leaf(tensor) = graph.node(leaf).op else { return None };
-    let node = graph.node(id);
-    let len = node.dtype.bytes_for(node.shape.count()).ok()?;
-    Some((tensor.buffer, tensor.offset + offset, len))
 }
 
 /// `bytes` as the input's tensor, without a copy where they are aligned for its element type.
@@ -455,13 +456,7 @@ impl Backend for OrtBackend {
 
     fn download(&self, buffer: BufferId, offset: usize, out: &mut [u8]) -> Result<(), BackendError> {
         let buffers = self.buffers.read().unwrap_or_else(|e| e.into_inner());
-        let buf = buffers.get(&buffer).ok_or(BackendError::UnknownBuffer(buffer))?;
-        let bytes = buf.bytes();
-        let src = offset
-            .checked_add(out.len())
-            .and_then(|end| bytes.get(offset..end))
-            .ok_or(BackendError::OutOfBounds { buffer, offset, len: out.len(), size: bytes.len() })?;
-        out.copy_from_slice(src);
+        out.copy_from_slice(slice(&buffers, buffer, offset, out.len())?);
         Ok(())
     }
 
@@ -494,7 +489,7 @@ impl Backend for OrtBackend {
         let mut borrowed = Vec::new();
         for input in &compiled.inputs {
             if let (HostInput::Leaf { node }, false) = (&input.source, self.options.observe) {
-                if let Some(storage) = leaf_span(graph, *node) {
+                if let Ok(storage) = host::leaf_span(graph, *node) {
                     borrowed.push((input, storage));
                     continue;
                 }
@@ -510,12 +505,7 @@ impl Backend for OrtBackend {
         }
         let buffers = self.buffers.read().unwrap_or_else(|e| e.into_inner());
         for (input, (buffer, offset, len)) in borrowed {
-            let buf = buffers.get(&buffer).ok_or(BackendError::UnknownBuffer(buffer))?;
-            let size = buf.bytes().len();
-            let bytes = offset
-                .checked_add(len)
-                .and_then(|end| buf.bytes().get(offset..end))
-                .ok_or(BackendError::OutOfBounds { buffer, offset, len, size })?;
+            let bytes = slice(&buffers, buffer, offset, len)?;
             let value = view(input, bytes).map_err(|e| device_error(format!("input {}: {e}", input.name)))?;
             inputs.push((input.name.clone(), value));
         }

@@ -29,13 +29,19 @@ pub fn leaf_storage(graph: &Graph, mut id: NodeId) -> Option<(NodeId, usize)> {
     }
 }
 
-fn leaf_bytes(graph: &Graph, reader: &dyn BufferReader, id: NodeId) -> Result<Vec<u8>, OnnxError> {
+/// The buffer, byte offset and length of the bytes a leaf (or a view of one) reads.
+pub fn leaf_span(graph: &Graph, id: NodeId) -> Result<(BufferId, usize, usize), OnnxError> {
     let node = graph.node(id);
     let err = |message: String| OnnxError::Leaf { node: id, message };
     let (leaf, offset) = leaf_storage(graph, id).ok_or_else(|| err("not stored in a buffer".into()))?;
     let Op::Leaf(tensor) = graph.node(leaf).op else { return Err(err("not a leaf".into())) };
     let len = node.dtype.bytes_for(node.shape.count()).map_err(|e| err(e.to_string()))?;
-    reader.read(tensor.buffer, tensor.offset + offset, len).map_err(err)
+    Ok((tensor.buffer, tensor.offset + offset, len))
+}
+
+fn leaf_bytes(graph: &Graph, reader: &dyn BufferReader, id: NodeId) -> Result<Vec<u8>, OnnxError> {
+    let (buffer, offset, len) = leaf_span(graph, id)?;
+    reader.read(buffer, offset, len).map_err(|message| OnnxError::Leaf { node: id, message })
 }
 
 /// The I32 values of a leaf or a view of one.

@@ -55,7 +55,7 @@ pub fn gptq_int8_rows(
     let mut by_layer: BTreeMap<usize, Vec<LayerWeight>> = BTreeMap::new();
     for name in model.weight_names() {
         let Some((layer, site)) = Site::of(name) else { continue };
-        let Some((_, shape, _)) = model.weight_data(name)? else { continue };
+        let Some(shape) = model.weight_shape(name) else { continue };
         if shape.rank() == 2 {
             by_layer.entry(layer).or_default().push(LayerWeight { name: name.to_string(), site, cols: shape.cols() });
         }

@@ -69,6 +69,11 @@ impl LoadedModel {
         names
     }
 
+    /// The shape of weight tensor `name`.
+    pub fn weight_shape(&self, name: &str) -> Option<&Shape> {
+        self.weights.by_name.get(name).map(|w| &w.shape)
+    }
+
     /// Weight tensor `name` as stored on the device: its type, shape and bytes.
     pub fn weight_data(&self, name: &str) -> Result<Option<(DType, Shape, Vec<u8>)>, RuntimeError> {
         let Some(w) = self.weights.by_name.get(name) else { return Ok(None) };
