@@ -34,6 +34,14 @@ fn export(dir: &Path, extra: &[&str]) {
     assert!(stdout(&o).contains("prefill.onnx: 4 tokens"), "{}", stdout(&o));
 }
 
+/// An fp32 export of the tiny model in a fresh directory (kept while the guard lives).
+fn fp32_export() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fp32");
+    export(&out, &[]);
+    (dir, out)
+}
+
 /// Greedy text of `tessera run` with the given model and backend.
 fn greedy(model: &str, backend: &str, extra: &[&str]) -> (String, String) {
     let mut args = vec!["run", "-m", model, "--backend", backend, "-p", "hello world", "-n", "12", "--temp", "0"];
@@ -59,9 +67,7 @@ fn the_jit_backend_and_an_fp32_export_give_the_cpu_tokens() {
     assert_eq!(jit, cpu);
     assert!(log.contains("All nodes placed on [CPUExecutionProvider]"), "{log}");
 
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("fp32");
-    export(&out, &[]);
+    let (_dir, out) = fp32_export();
     let (exported, _) = greedy(out.to_str().unwrap(), "ort:cpu", &[]);
     assert_eq!(exported, cpu);
 }
@@ -113,9 +119,7 @@ fn eval_scores_an_export_against_the_model_it_came_from() {
     if !have(&["onnxruntime"]) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("fp32");
-    export(&out, &[]);
+    let (_dir, out) = fp32_export();
     let text = fixtures_dir().join("text").join("ppl.txt");
     let model = tiny();
     let args = [
@@ -165,9 +169,7 @@ fn an_export_runs_only_on_onnx_runtime_and_cann_says_why_it_cannot_start() {
     if !have(&["onnxruntime"]) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("fp32");
-    export(&out, &[]);
+    let (_dir, out) = fp32_export();
     let model = out.to_str().unwrap();
     let o = tessera(&["run", "-m", model, "--backend", "cpu", "-p", "hi", "-n", "1"]);
     assert_one_line_error(&o, "an exported model runs on ONNX Runtime");

@@ -58,11 +58,15 @@ fn fixture(name: &str) -> (std::path::PathBuf, Vec<u32>, Vec<f32>) {
     (dir, ids, logits)
 }
 
+/// The model at `path` on Tessera's CPU backend.
+fn on_cpu(path: &Path, threads: usize) -> LoadedModel {
+    LoadedModel::load(path, Arc::new(CpuBackend::new(threads)) as Arc<dyn Backend>, None).unwrap()
+}
+
 /// `cpu_tolerance`: the CPU backend rounds activations to BF16 before BF16 weights, as ggml does.
 fn check(name: &str, cpu_tolerance: f32) {
     let (path, tokens, reference) = fixture(name);
-    let cpu = Arc::new(CpuBackend::new(1)) as Arc<dyn Backend>;
-    let model = LoadedModel::load(&path, cpu, None).unwrap();
+    let model = on_cpu(&path, 1);
     let out = tempfile::tempdir().unwrap();
     // A prefill of 5 and a decode graph: 12 tokens take both (5 + 5 + 1 + 1).
     let options = ExportOptions { precision: Precision::Fp32, quantize: None, seq_len: 5, context: 16 };
@@ -104,8 +108,7 @@ fn gemma3_export_matches_transformers_and_the_cpu_backend() {
 #[test]
 fn an_fp16_export_stays_within_half_precision_of_transformers() {
     let (path, tokens, reference) = fixture("llama");
-    let cpu = Arc::new(CpuBackend::new(1)) as Arc<dyn Backend>;
-    let model = LoadedModel::load(&path, cpu, None).unwrap();
+    let model = on_cpu(&path, 1);
     let out = tempfile::tempdir().unwrap();
     let options = ExportOptions { precision: Precision::Fp16, quantize: None, seq_len: 5, context: 16 };
     export_model(&model, out.path(), options, None).unwrap();
@@ -118,8 +121,7 @@ fn an_fp16_export_stays_within_half_precision_of_transformers() {
 #[test]
 fn a_sequence_length_longer_than_the_context_is_refused() {
     let (path, _, _) = fixture("llama");
-    let cpu = Arc::new(CpuBackend::new(1)) as Arc<dyn Backend>;
-    let model = LoadedModel::load(&path, cpu, None).unwrap();
+    let model = on_cpu(&path, 1);
     let out = tempfile::tempdir().unwrap();
     let options = ExportOptions { precision: Precision::Fp32, quantize: None, seq_len: 32, context: 16 };
     let err = export_model(&model, out.path(), options, None).unwrap_err().to_string();
@@ -137,8 +139,7 @@ fn real_models_in_fp32_match_the_cpu_backend_on_the_same_weights() {
         let f32_path = dir.path().join("f32.gguf");
         let options = tessera_quantize::QuantizeOptions::new(tessera_quantize::Format::F32);
         tessera_quantize::quantize(&source, &f32_path, &options, &mut tessera_quantize::NoProgress).unwrap();
-        let cpu = Arc::new(CpuBackend::new(2)) as Arc<dyn Backend>;
-        let model = LoadedModel::load(&f32_path, cpu, None).unwrap();
+        let model = on_cpu(&f32_path, 2);
         let text = "The history of the printing press begins in China, where woodblock printing spread";
         let tokens = model.tokenizer.encode(text, model.tokenizer.add_bos_by_default(), false);
         let out = dir.path().join("export");
