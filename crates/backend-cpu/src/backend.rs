@@ -9,6 +9,7 @@ use tessera_core::DType;
 use crate::exec;
 use crate::kernels::{Isa, Kernels};
 use crate::memory::{cpu_name, meminfo, Storage};
+use crate::packs::PackCache;
 
 pub(crate) type Shared = Arc<RwLock<Storage>>;
 
@@ -24,6 +25,8 @@ pub struct CpuBackend {
     threads: usize,
     kernels: Kernels,
     table: Mutex<Table>,
+    /// Weights repacked for the kernels that want another layout.
+    packs: PackCache,
 }
 
 impl CpuBackend {
@@ -51,7 +54,7 @@ impl CpuBackend {
             .thread_name(|i| format!("tessera-cpu-{i}"))
             .build()
             .ok();
-        CpuBackend { pool, threads, kernels, table: Mutex::new(Table::default()) }
+        CpuBackend { pool, threads, kernels, table: Mutex::new(Table::default()), packs: PackCache::default() }
     }
 
     /// Threads the backend computes on.
@@ -92,6 +95,10 @@ impl CpuBackend {
     pub(crate) fn kernels(&self) -> Kernels {
         self.kernels
     }
+
+    pub(crate) fn packs(&self) -> &PackCache {
+        &self.packs
+    }
 }
 
 fn check_range(
@@ -128,6 +135,7 @@ impl Backend for CpuBackend {
     fn free(&self, buffer: BufferId) {
         // A graph still executing keeps its own reference; the memory goes when it finishes.
         self.table().buffers.remove(&buffer);
+        self.packs.forget(buffer);
     }
 
     fn upload(&self, buffer: BufferId, offset: usize, data: &[u8]) -> Result<(), BackendError> {
@@ -140,6 +148,7 @@ impl Backend for CpuBackend {
             message: format!("buffer {buffer:?} maps read-only host memory"),
         })?;
         bytes[range].copy_from_slice(data);
+        self.packs.forget(buffer);
         Ok(())
     }
 

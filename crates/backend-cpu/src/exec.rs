@@ -14,10 +14,12 @@ use tessera_backend::{BackendError, BufferId, Graph, Node, NodeId, Op, TensorRef
 use tessera_core::DType;
 
 use crate::backend::CpuBackend;
+use crate::kernels::packed::PackedWeight;
 use crate::kernels::Kernels;
 use crate::memory::Storage;
 use crate::ops::attention::{self, AttentionShape, Kv, Layout};
 use crate::ops::{elementwise, matmul, norm, rope, rows};
+use crate::packs::{PackCache, PackKey};
 
 /// The result of a node.
 #[derive(Clone)]
@@ -28,9 +30,9 @@ enum Value {
     Stored { buffer: BufferId, offset: usize, len: usize },
 }
 
-/// A locked buffer's bytes.
+/// A locked buffer: its storage when read, its bytes when written.
 enum Mem<'a> {
-    Read(&'a [u8]),
+    Read(&'a Storage),
     Write(&'a mut [u8]),
 }
 
@@ -89,14 +91,20 @@ pub(crate) fn execute(backend: &CpuBackend, graph: &Graph) -> Result<(), Backend
     let mut mem = HashMap::with_capacity(guards.len());
     for ((buffer, writer, _), guard) in shared.iter().zip(guards.iter_mut()) {
         let m = match guard {
-            Guard::Read(g) => Mem::Read(g.bytes()),
+            Guard::Read(g) => Mem::Read(g),
             Guard::Write(g) => Mem::Write(g.bytes_mut().ok_or_else(|| {
                 invalid(graph, writer.unwrap_or(0), format!("buffer {buffer:?} maps read-only host memory"))
             })?),
         };
         mem.insert(*buffer, m);
     }
-    let mut walker = Walker::new(graph, backend.kernels(), backend.threads(), mem);
+    // Packed copies of a buffer this graph writes would go stale.
+    for (buffer, writer, _) in &shared {
+        if writer.is_some() {
+            backend.packs().forget(*buffer);
+        }
+    }
+    let mut walker = Walker::new(graph, backend.kernels(), backend.threads(), backend.packs(), mem);
     walker.check_leaves()?;
     backend.install(move || walker.run())
 }
@@ -105,6 +113,7 @@ struct Walker<'a> {
     graph: &'a Graph,
     kernels: Kernels,
     threads: usize,
+    packs: &'a PackCache,
     mem: HashMap<BufferId, Mem<'a>>,
     values: Vec<Option<Value>>,
     /// The last node reading each node's value (the node itself when nothing does).
@@ -112,19 +121,25 @@ struct Walker<'a> {
 }
 
 impl<'a> Walker<'a> {
-    fn new(graph: &'a Graph, kernels: Kernels, threads: usize, mem: HashMap<BufferId, Mem<'a>>) -> Walker<'a> {
+    fn new(
+        graph: &'a Graph,
+        kernels: Kernels,
+        threads: usize,
+        packs: &'a PackCache,
+        mem: HashMap<BufferId, Mem<'a>>,
+    ) -> Walker<'a> {
         let mut last_use: Vec<NodeId> = (0..graph.len()).collect();
         for (id, node) in graph.nodes().iter().enumerate() {
             for &i in &node.inputs {
                 last_use[i] = id;
             }
         }
-        Walker { graph, kernels, threads, mem, values: vec![None; graph.len()], last_use }
+        Walker { graph, kernels, threads, packs, mem, values: vec![None; graph.len()], last_use }
     }
 
     fn buffer_len(&self, b: BufferId) -> usize {
         match self.mem.get(&b) {
-            Some(Mem::Read(s)) => s.len(),
+            Some(Mem::Read(s)) => s.bytes().len(),
             Some(Mem::Write(s)) => s.len(),
             None => 0,
         }
@@ -167,7 +182,7 @@ impl<'a> Walker<'a> {
 
     fn stored(&self, buffer: BufferId, offset: usize, len: usize) -> Result<&[u8], BackendError> {
         let all: &[u8] = match self.mem.get(&buffer) {
-            Some(Mem::Read(s)) => s,
+            Some(Mem::Read(s)) => s.bytes(),
             Some(Mem::Write(s)) => s,
             None => return Err(internal(format!("buffer {buffer:?} is not locked"))),
         };
@@ -199,6 +214,24 @@ impl<'a> Walker<'a> {
             Value::Data { data, start, len } => Ok(bytemuck::cast_slice(&data[*start..*start + *len])),
             Value::Stored { buffer, offset, len } => self.stored(*buffer, *offset, *len),
         }
+    }
+
+    /// The packed copy of a weight stored in a buffer this graph only reads (made on first use);
+    /// `None` for computed or written weights, and weights that cannot be packed.
+    fn packed_weight(&self, id: NodeId, dtype: DType, m: usize, k: usize) -> Option<Arc<PackedWeight>> {
+        let Value::Stored { buffer, offset, len } = *self.value(id).ok()? else { return None };
+        let Some(Mem::Read(storage)) = self.mem.get(&buffer) else { return None };
+        let bytes = storage.bytes().get(offset..offset.checked_add(len)?)?;
+        let release = |r: std::ops::Range<usize>| storage.release_pages(offset + r.start..offset + r.end);
+        self.packs.get(PackKey { buffer, offset, dtype, m, k }, bytes, &release)
+    }
+
+    /// The packed copy of a stored table, if a matmul has made one.
+    fn packed_table(&self, id: NodeId, dtype: DType, m: usize, k: usize) -> Option<Arc<PackedWeight>> {
+        self.kernels.packed(dtype)?;
+        let Value::Stored { buffer, offset, .. } = *self.value(id).ok()? else { return None };
+        matches!(self.mem.get(&buffer), Some(Mem::Read(_))).then_some(())?;
+        self.packs.lookup(PackKey { buffer, offset, dtype, m, k })
     }
 
     fn i32s(&self, id: NodeId) -> Result<Vec<i32>, BackendError> {
@@ -303,14 +336,28 @@ impl<'a> Walker<'a> {
             Op::MatMul => {
                 let w = input(1);
                 let (m, k) = (w.shape.dims()[0], w.shape.cols());
+                if let Some(tile) = self.kernels.packed(w.dtype) {
+                    if let Some(packed) = self.packed_weight(node.inputs[1], w.dtype, m, k) {
+                        return matmul::mat_mul_packed(&self.kernels, self.threads, &f32_in(0)?, &packed, tile);
+                    }
+                }
                 let wb = self.bytes(node.inputs[1]).map_err(err)?;
                 matmul::mat_mul(&self.kernels, self.threads, &f32_in(0)?, k, wb, w.dtype, m)
             }
             Op::GetRows => {
                 let t = input(0);
                 let ids = self.i32s(node.inputs[1]).map_err(err)?;
+                let (n, cols) = (t.shape.dims()[0], t.shape.cols());
+                // A table already packed for a matmul (a tied embedding) is read from the packed
+                // copy: the mapped source gave its pages back.
+                if let Some(packed) = self.packed_table(node.inputs[0], t.dtype, n, cols) {
+                    rows::check_ids(&ids, n)?;
+                    let picked: Vec<u8> = ids.iter().filter_map(|&id| packed.row(id as usize)).flatten().collect();
+                    let local: Vec<i32> = (0..ids.len() as i32).collect();
+                    return rows::get_rows(&picked, t.dtype, ids.len(), cols, &local);
+                }
                 let table = self.bytes(node.inputs[0]).map_err(err)?;
-                rows::get_rows(table, t.dtype, t.shape.dims()[0], t.shape.cols(), &ids)
+                rows::get_rows(table, t.dtype, n, cols, &ids)
             }
             Op::Attention { n_heads, n_kv_heads, head_dim, scale, window } => {
                 let q = f32_in(0)?;

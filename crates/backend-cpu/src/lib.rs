@@ -10,7 +10,9 @@
 //! What a caller should know:
 //! - `CpuBackend::new(threads)` computes on its own pool of `threads` threads (0: one per core)
 //!   with the best [`Isa`] the CPU has; [`CpuBackend::with_isa`] pins one (tests, comparisons).
-//! - `map_host` always works and is zero-copy: a memory-mapped model file is read in place.
+//! - `map_host` always works and is zero-copy: a memory-mapped model file is read in place. On
+//!   AVX-512 VNNI, Q4_0/Q4_1/Q8_0 weights are repacked once, on first use, for sixteen-row
+//!   kernels, and the mapped source is told to release its pages as they are copied.
 //!   Mapped buffers are read-only (uploads and stores into them are errors). Tensors may sit at
 //!   any offset; F32 data at 4-byte aligned offsets is read in place, otherwise copied per use.
 //! - `execute` locks every buffer its graph names for the whole graph (read, or write for
@@ -22,6 +24,7 @@
 //! - Bad input (ids or positions out of range, leaves outside their buffers) is an error.
 //!
 //! Layout: `backend.rs` (buffer table, contract), `exec.rs` (graph walk, intermediate values),
+//! `packs.rs` (repacked weights per leaf),
 //! `ops/` (one file per op family), `kernels/` (dot products: the scalar reference, `x86/` for
 //! AVX2 and AVX-512, `arm.rs` for NEON).
 
@@ -30,6 +33,7 @@ mod exec;
 mod kernels;
 mod memory;
 mod ops;
+mod packs;
 
 pub use backend::CpuBackend;
 pub use kernels::Isa;

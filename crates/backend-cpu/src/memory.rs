@@ -6,7 +6,7 @@ use tessera_backend::HostBytes;
 /// One cache line; a `Vec` of these is a 64-byte aligned byte buffer without unsafe code.
 #[derive(Clone, Copy, Pod, Zeroable)]
 #[repr(C, align(64))]
-pub(crate) struct Line([u8; 64]);
+pub(crate) struct Line(pub(crate) [u8; 64]);
 
 /// The memory behind one buffer id.
 pub(crate) enum Storage {
@@ -38,6 +38,13 @@ impl Storage {
         match self {
             Storage::Owned { lines, len } => Some(&mut bytemuck::cast_slice_mut::<Line, u8>(lines)[..*len]),
             Storage::Host(_) => None,
+        }
+    }
+
+    /// Lets mapped memory drop the resident pages of `range` (see `HostMemory::release_pages`).
+    pub(crate) fn release_pages(&self, range: std::ops::Range<usize>) {
+        if let Storage::Host(h) = self {
+            h.release_pages(range);
         }
     }
 

@@ -29,7 +29,18 @@ pub struct DeviceInfo {
 }
 
 /// Host memory a backend may use in place without copying (a memory-mapped model file).
-pub type HostBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+pub trait HostMemory: AsRef<[u8]> + Send + Sync {
+    /// Lets the operating system drop the resident pages of `range` of these bytes: called by a
+    /// backend that has made its own copy in another layout and will seldom read them again.
+    /// Only memory that reads back unchanged afterwards (a mapped file) acts on it; the default
+    /// does nothing.
+    fn release_pages(&self, _range: std::ops::Range<usize>) {}
+}
+
+impl HostMemory for Vec<u8> {}
+
+/// Host memory handed to [`Backend::map_host`].
+pub type HostBytes = Arc<dyn HostMemory>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {

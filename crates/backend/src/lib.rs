@@ -14,6 +14,6 @@ mod contract;
 pub mod fallback;
 mod graph;
 
-pub use contract::{Backend, BackendError, BufferId, DeviceInfo, DeviceKind, HostBytes, OwnedBuffer};
+pub use contract::{Backend, BackendError, BufferId, DeviceInfo, DeviceKind, HostBytes, HostMemory, OwnedBuffer};
 pub use graph::{Graph, GraphBuilder, GraphError, Node, NodeId, Op, RopeStyle, TensorRef};
 pub use tessera_core::{DType, Shape};

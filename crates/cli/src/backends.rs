@@ -4,15 +4,25 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use tessera_backend::Backend;
-use tessera_backend_cpu::CpuBackend;
+use tessera_backend_cpu::{CpuBackend, Isa};
 use tessera_backend_ort::{OrtBackend, OrtOptions, Provider};
 use tessera_backend_wgpu::{Numerics, WgpuBackend};
 
 use crate::DeviceArgs;
 
 /// Backend names accepted by `--backend`.
-pub const BACKENDS: &[&str] =
-    &["cpu", "wgpu", "wgpu:N", "wgpu-relaxed", "wgpu-relaxed:N", "ort:cpu", "ort:qnn", "ort:cann", "ort:openvino"];
+pub const BACKENDS: &[&str] = &[
+    "cpu",
+    "cpu:ISA",
+    "wgpu",
+    "wgpu:N",
+    "wgpu-relaxed",
+    "wgpu-relaxed:N",
+    "ort:cpu",
+    "ort:qnn",
+    "ort:cann",
+    "ort:openvino",
+];
 
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
@@ -24,7 +34,8 @@ pub struct Selected {
     pub cpu_fallback: Option<Arc<dyn Backend>>,
 }
 
-/// Creates the named backend: `cpu`, `wgpu` (the best adapter) or `wgpu:N` (adapter N of
+/// Creates the named backend: `cpu` (the best instruction set the CPU has), `cpu:ISA` (`scalar`,
+/// `avx2`, `avx512` or `neon`, to compare kernels or reproduce another machine's), `wgpu` (the best adapter) or `wgpu:N` (adapter N of
 /// `tessera devices`), rounding as the CPU does; `wgpu-relaxed` and `wgpu-relaxed:N` round
 /// within the conformance tolerances instead, without f64 (f16 and subgroups where the adapter
 /// has them).
@@ -45,6 +56,13 @@ pub fn create(name: &str, threads: Option<usize>, device: &DeviceArgs) -> Result
     }
     if !device.ep_opt.is_empty() {
         bail!("--ep-opt is for the ONNX Runtime backends (ort:*), not {name}");
+    }
+    if let Some(isa) = name.strip_prefix("cpu:") {
+        let isa = Isa::from_name(isa).with_context(|| {
+            format!("backend {name:?}: {isa:?} is not an instruction set (scalar, avx2, avx512, neon)")
+        })?;
+        let cpu = CpuBackend::with_isa(threads, isa).with_context(|| format!("backend {name}"))?;
+        return Ok(Selected { backend: Arc::new(cpu), cpu_fallback: None });
     }
     let (kind, index) = match name.split_once(':') {
         Some((kind, index)) => {

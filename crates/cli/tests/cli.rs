@@ -89,6 +89,7 @@ fn bad_input_gets_one_clear_line_and_exit_1() {
     let hf = fixtures_dir().join("hf/llama");
     let hf = hf.to_str().expect("utf-8");
     assert_one_line_error(&tessera(&["run", "-m", hf, "-p", "x", "--backend", "tpu"]), "unknown backend");
+    assert_one_line_error(&tessera(&["run", "-m", hf, "-p", "x", "--backend", "cpu:sse9"]), "not an instruction set");
     assert_one_line_error(&tessera(&["run", "-m", hf, "-p", "x", "--top-p", "1.5"]), "top-p");
     assert_one_line_error(&tessera(&["run", "-m", hf, "-p", "x", "-t", "0"]), "threads");
 

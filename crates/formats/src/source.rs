@@ -31,7 +31,7 @@ pub struct TensorBytes {
 #[derive(Clone)]
 enum Inner {
     Mapped {
-        map: Arc<memmap2::Mmap>,
+        map: Arc<Mapping>,
         range: Range<usize>,
     },
     /// Stored as 8-byte words so that owned bytes are as aligned as any element type needs.
@@ -43,7 +43,7 @@ enum Inner {
 
 impl TensorBytes {
     /// `range` must lie inside `map` (readers check this before constructing).
-    pub(crate) fn new(map: Arc<memmap2::Mmap>, range: Range<usize>) -> TensorBytes {
+    pub(crate) fn new(map: Arc<Mapping>, range: Range<usize>) -> TensorBytes {
         debug_assert!(range.end <= map.len());
         TensorBytes { inner: Inner::Mapped { map, range } }
     }
@@ -60,6 +60,24 @@ impl TensorBytes {
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
         bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
         TensorBytes { inner: Inner::Owned { words: words.into(), len: bytes.len() } }
+    }
+
+    /// Drops the resident pages of `part` of mapped bytes from this process (they are read from
+    /// the file again if touched); for a reader that keeps its own copy. Owned bytes, and parts
+    /// outside these bytes, are left alone.
+    pub fn release_pages(&self, part: Range<usize>) {
+        if let Inner::Mapped { map, range } = &self.inner {
+            // Dropped pages of an anonymous mapping would read back as zeros.
+            if !map.from_file || part.start > part.end || part.end > range.len() {
+                return;
+            }
+            // SAFETY: the map is a read-only shared mapping of a file, so dropped pages read back
+            // unchanged from the file; nothing can observe the advice except as page faults. An
+            // error (advice refused) changes nothing, so it is ignored.
+            let _ = unsafe {
+                map.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start + part.start, part.len())
+            };
+        }
     }
 
     /// Whether these bytes are read straight from a mapped file rather than produced in memory.
@@ -155,7 +173,7 @@ impl ModelSource {
         let mut map = memmap2::MmapMut::map_anon(bytes.len()).map_err(io)?;
         map.copy_from_slice(bytes);
         let map = map.make_read_only().map_err(io)?;
-        crate::gguf::parse(Arc::new(map), &path)
+        crate::gguf::parse(Arc::new(Mapping { map, from_file: false }), &path)
     }
 
     pub fn tensor(&self, name: &str) -> Option<&TensorEntry> {
@@ -163,13 +181,27 @@ impl ModelSource {
     }
 }
 
+/// A read-only mapping: of a file, or of anonymous memory holding a model made in memory.
+pub(crate) struct Mapping {
+    map: memmap2::Mmap,
+    from_file: bool,
+}
+
+impl std::ops::Deref for Mapping {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
 /// Maps a whole file read-only.
-pub(crate) fn map_file(path: &Path) -> Result<Arc<memmap2::Mmap>, FormatError> {
+pub(crate) fn map_file(path: &Path) -> Result<Arc<Mapping>, FormatError> {
     let io = |source| FormatError::Io { path: path.to_path_buf(), source };
     let file = std::fs::File::open(path).map_err(io)?;
     // SAFETY: the mapping is read-only. As with every memory-mapped model loader, the file must
     // not be truncated or rewritten while it is open; Tessera never writes to model files it
     // has open.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-    Ok(Arc::new(map))
+    Ok(Arc::new(Mapping { map, from_file: true }))
 }

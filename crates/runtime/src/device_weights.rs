@@ -4,8 +4,24 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tessera_backend::{Backend, BufferId, DType, OwnedBuffer, Shape, TensorRef};
+use tessera_backend::{Backend, BufferId, DType, HostMemory, OwnedBuffer, Shape, TensorRef};
+use tessera_formats::TensorBytes;
 use tessera_models::{ModelError, WeightData, WeightRef, WeightUploader};
+
+/// A weight's bytes handed to a backend in place.
+struct MappedWeight(TensorBytes);
+
+impl AsRef<[u8]> for MappedWeight {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+}
+
+impl HostMemory for MappedWeight {
+    fn release_pages(&self, range: std::ops::Range<usize>) {
+        self.0.release_pages(range)
+    }
+}
 
 /// Owns the device buffers holding a model's weights; dropping it frees them.
 pub(crate) struct DeviceWeights {
@@ -30,7 +46,7 @@ impl WeightUploader for DeviceWeights {
         let buffer = match data {
             WeightData::Mapped(bytes) => {
                 let len = bytes.as_ref().len();
-                match self.backend.map_host(Arc::new(bytes.clone())) {
+                match self.backend.map_host(Arc::new(MappedWeight(bytes.clone()))) {
                     Some(id) => OwnedBuffer::from_raw(&self.backend, id.map_err(err)?, len),
                     None => OwnedBuffer::with_data(&self.backend, bytes.as_ref()).map_err(err)?,
                 }

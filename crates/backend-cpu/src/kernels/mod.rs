@@ -10,6 +10,7 @@ mod float;
 mod int8;
 mod kquants;
 mod legacy;
+pub(crate) mod packed;
 mod quantize;
 
 #[cfg(target_arch = "aarch64")]
@@ -36,6 +37,11 @@ pub(crate) type Dot4Fn = fn(w: &[u8], x: [&[u8]; 4]) -> [f32; 4];
 /// row]`), each bit-identical to the [`DotFn`] of the same type: each weight block is unpacked
 /// once for four rows, and each activation block's scales converted once for both weight rows.
 pub(crate) type Dot4x2Fn = fn(w: [&[u8]; 2], x: [&[u8]; 4]) -> [[f32; 4]; 2];
+
+/// Rows `rows` of packed activations against group `g` of a packed weight, one output entry per
+/// row, bit-identical to `packed::tile_scalar` (see [`packed`]).
+pub(crate) type PackedTileFn =
+    fn(w: &packed::PackedWeight, g: usize, x: &packed::PackedRows, rows: &[usize], out: &mut [[f32; packed::ROWS]]);
 
 /// The instruction set a [`crate::CpuBackend`] computes with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -69,6 +75,11 @@ impl Isa {
             #[allow(unreachable_patterns)]
             _ => false,
         }
+    }
+
+    /// The instruction set [`Isa::name`] calls `name`.
+    pub fn from_name(name: &str) -> Option<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon].into_iter().find(|isa| isa.name() == name)
     }
 
     pub fn name(self) -> &'static str {
@@ -159,6 +170,18 @@ impl Kernels {
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             (Isa::Avx2, w) => unsafe { x86::avx2_dot4x2(w) },
+            _ => None,
+        }
+    }
+
+    /// The kernel over packed weights of type `w` (see [`packed`]), where this ISA has one; the
+    /// matmul repacks such weights once and uses it instead of the block kernels.
+    pub(crate) fn packed(&self, w: DType) -> Option<PackedTileFn> {
+        packed::PackKind::of(w)?;
+        match self.isa {
+            // SAFETY: `Kernels::new` only accepts an ISA the running CPU supports.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => Some(unsafe { x86::avx512_packed_tile() }),
             _ => None,
         }
     }

@@ -13,7 +13,8 @@
 use rayon::prelude::*;
 use tessera_core::DType;
 
-use crate::kernels::{activation_bytes, Kernels};
+use crate::kernels::packed::{PackedRows, PackedWeight, ROWS};
+use crate::kernels::{activation_bytes, Kernels, PackedTileFn};
 
 /// Activation rows per tile.
 const TILE_ROWS: usize = 4;
@@ -110,6 +111,52 @@ pub(crate) fn mat_mul(
     Ok(out)
 }
 
+/// [`mat_mul`] over a packed weight (see `kernels::packed`) with its tile kernel: tasks cover
+/// a run of sixteen-row groups by up to four activation rows, and each row's arithmetic is the
+/// same whatever tile it falls in.
+pub(crate) fn mat_mul_packed(
+    kernels: &Kernels,
+    threads: usize,
+    x: &[f32],
+    w: &PackedWeight,
+    tile: PackedTileFn,
+) -> Result<Vec<f32>, String> {
+    let (m, k) = (w.m, w.k);
+    if !x.len().is_multiple_of(k) {
+        return Err(format!("activations hold {} values, not rows of {k}", x.len()));
+    }
+    let n = x.len() / k;
+    let mut out = vec![0f32; n * m];
+    if n == 0 {
+        return Ok(out);
+    }
+    let rows = PackedRows::new(w.kind, x, k, |vdt, x, o| kernels.quantize(vdt, x, o));
+    let row_tiles = n.div_ceil(TILE_ROWS);
+    let groups = w.groups();
+    let want_chunks = (4 * threads.max(1)).div_ceil(row_tiles);
+    let per = (TILE_WEIGHT_BYTES / w.kind.group_bytes(w.nb)).max(1).min(groups.div_ceil(want_chunks)).max(1);
+    let chunks = groups.div_ceil(per);
+    let output = Output { ptr: out.as_mut_ptr(), len: out.len() };
+    let (output, rows) = (&output, &rows);
+    // As in `mat_mul`: consecutive tasks share their weight groups.
+    (0..chunks * row_tiles).into_par_iter().for_each(|t| {
+        let (c, rt) = (t / row_tiles, t % row_tiles);
+        let (n0, n1) = (rt * TILE_ROWS, ((rt + 1) * TILE_ROWS).min(n));
+        let ids: Vec<usize> = (n0..n1).collect();
+        let mut y = [[0f32; ROWS]; TILE_ROWS];
+        for g in c * per..((c + 1) * per).min(groups) {
+            tile(w, g, rows, &ids, &mut y[..ids.len()]);
+            for (i, yr) in y[..ids.len()].iter().enumerate() {
+                for (r, &v) in yr.iter().enumerate().take(m.saturating_sub(g * ROWS)) {
+                    // SAFETY: element (n0 + i, g * ROWS + r) belongs to this task alone.
+                    unsafe { output.write((n0 + i) * m + g * ROWS + r, v) };
+                }
+            }
+        }
+    });
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +201,34 @@ mod tests {
                 let one = mat_mul(&k, 2, xr, cols, &w, wtype, m).unwrap();
                 assert_eq!(one, all[r * m..(r + 1) * m], "{wtype} row {r}");
             }
+        }
+    }
+
+    #[test]
+    fn packed_rows_do_not_depend_on_their_batch_and_match_the_block_kernels() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        let k = Kernels::new(Isa::detect()).unwrap();
+        for wtype in [DType::Q4_0, DType::Q4_1, DType::Q8_0] {
+            let Some(tile) = k.packed(wtype) else {
+                eprintln!("no packed kernel for {wtype} here: skipped");
+                continue;
+            };
+            let kind = crate::kernels::packed::PackKind::of(wtype).unwrap();
+            let (m, cols, n) = (37, 288, 9);
+            let w: Vec<u8> = (0..m).flat_map(|_| crate::kernels::testing::random_row(wtype, cols, &mut rng)).collect();
+            let x = crate::kernels::testing::random_f32(n * cols, &mut rng);
+            let packed = PackedWeight::pack(kind, &w, m, cols, &|_| {}).unwrap();
+            let all = mat_mul_packed(&k, 3, &x, &packed, tile).unwrap();
+            let blocks = mat_mul(&k, 3, &x, cols, &w, wtype, m).unwrap();
+            for (r, xr) in x.chunks(cols).enumerate() {
+                let one = mat_mul_packed(&k, 2, xr, &packed, tile).unwrap();
+                assert_eq!(one, all[r * m..(r + 1) * m], "{wtype} row {r}");
+            }
+            for (i, (a, b)) in all.iter().zip(&blocks).enumerate() {
+                assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{wtype} element {i}: {a} vs {b}");
+            }
+            assert!(mat_mul_packed(&k, 1, &x[..cols + 1], &packed, tile).is_err());
         }
     }
 

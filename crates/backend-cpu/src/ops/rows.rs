@@ -7,9 +7,7 @@ use tessera_core::DType;
 
 /// Rows `ids` of a `[rows, cols]` table stored as `dtype`, as f32.
 pub(crate) fn get_rows(table: &[u8], dtype: DType, rows: usize, cols: usize, ids: &[i32]) -> Result<Vec<f32>, String> {
-    if let Some(bad) = ids.iter().find(|&&id| id < 0 || id as usize >= rows) {
-        return Err(format!("row id {bad} is outside 0..{rows}"));
-    }
+    check_ids(ids, rows)?;
     let mut out = vec![0f32; ids.len() * cols];
     if cols == 0 {
         return Ok(out);
@@ -21,6 +19,14 @@ pub(crate) fn get_rows(table: &[u8], dtype: DType, rows: usize, cols: usize, ids
         tessera_quant::dequantize(dtype, src, o).map_err(|e| e.to_string())
     })?;
     Ok(out)
+}
+
+/// Every id names one of `rows` rows.
+pub(crate) fn check_ids(ids: &[i32], rows: usize) -> Result<(), String> {
+    match ids.iter().find(|&&id| id < 0 || id as usize >= rows) {
+        Some(bad) => Err(format!("row id {bad} is outside 0..{rows}")),
+        None => Ok(()),
+    }
 }
 
 /// Bytes per element of a store destination.

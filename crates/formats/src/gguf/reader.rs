@@ -7,7 +7,6 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use memmap2::Mmap;
 use tessera_core::{DType, Shape};
 
 use super::value_type as vt;
@@ -348,7 +347,7 @@ fn check_overlaps(tensors: &[TensorLayout]) -> Result<()> {
 }
 
 /// Builds a [`ModelSource`] over a mapped GGUF image.
-pub(crate) fn parse(map: Arc<Mmap>, path: &Path) -> std::result::Result<ModelSource, FormatError> {
+pub(crate) fn parse(map: Arc<crate::source::Mapping>, path: &Path) -> std::result::Result<ModelSource, FormatError> {
     let layout = parse_layout(&map).map_err(|e| e.into_format_error(path))?;
     let tensors = layout
         .tensors

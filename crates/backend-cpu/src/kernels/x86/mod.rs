@@ -9,13 +9,15 @@
 mod float_kernels;
 #[macro_use]
 mod kernels;
+mod packed;
 
 use std::arch::x86_64::*;
 
 use tessera_core::DType;
 
 use super::float::VecFns;
-use super::{Dot4Fn, Dot4x2Fn, DotFn};
+use super::packed::{PackedRows, PackedWeight, ROWS};
+use super::{Dot4Fn, Dot4x2Fn, DotFn, PackedTileFn};
 
 pub(super) fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
@@ -194,6 +196,19 @@ pub(super) unsafe fn avx512_dot4x2(w: DType) -> Option<Dot4x2Fn> {
 /// The CPU must support the AVX-512 subset of [`has_avx512`].
 pub(super) unsafe fn avx512_vec_fns() -> VecFns {
     avx512::vec_fns()
+}
+
+/// The packed-weight kernel (see `kernels::packed`).
+///
+/// # Safety
+/// The CPU must support the AVX-512 subset of [`has_avx512`]; the returned function may only be
+/// called while that holds (it is sound to call on such a CPU).
+pub(super) unsafe fn avx512_packed_tile() -> PackedTileFn {
+    fn entry(w: &PackedWeight, g: usize, x: &PackedRows, rows: &[usize], out: &mut [[f32; ROWS]]) {
+        // SAFETY: only handed out by `avx512_packed_tile`, whose caller vouches for the CPU.
+        unsafe { packed::tile(w, g, x, rows, out) }
+    }
+    entry
 }
 
 // ---- helpers shared by both builds ----

@@ -1,0 +1,380 @@
+//! Weights repacked for sixteen-row integer kernels (AVX-512 VNNI).
+//!
+//! The block kernels multiply one weight row at a time, and for one activation row (token
+//! generation) most of their work is unpacking a block and converting its scales. Here sixteen
+//! weight rows are interleaved so that one `vpdpbusd` multiplies four values of each of the
+//! sixteen rows by the same four activation values (one broadcast 32-bit word), and the sixteen
+//! rows' scales lie side by side so that one conversion serves them all.
+//!
+//! A packed weight is a series of groups of sixteen rows (the last one padded with zero rows).
+//! A group holds, for its `nb` blocks of 32 values: the quants of every block (`nb *
+//! quant_bytes`), then the sixteen f16 scales of every block (`nb * 32`), then, for Q4_1, the
+//! sixteen f16 mins of every block. Quants are stored as unsigned bytes, four values of one row
+//! per 32-bit lane:
+//! - Q4_0 and Q4_1: 64-byte word `j` (0..4) holds, in lane `r`, the 4-byte word `j` of row `r`'s
+//!   16 quant bytes unchanged: low nibbles are values `4j..4j + 4`, high nibbles `16 + 4j..`.
+//! - Q8_0: 64-byte word `j` (0..8) holds, in lane `r`, values `4j..4j + 4` of row `r` plus 128.
+//!
+//! Every row's block sum is the same exact integer as the block kernels' (the offset, 8 or 128,
+//! is taken back out with the activation block's exact sum); only the order of the f32
+//! additions differs from the reference, and it is the same whatever the batch.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+use tessera_core::DType;
+
+use super::legacy::QK;
+use crate::memory::Line;
+
+/// Weight rows per group.
+pub(crate) const ROWS: usize = 16;
+/// Source bytes packed between two calls of `release`.
+const RELEASE_BYTES: usize = 1 << 20;
+
+/// The weight types that have a packed layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum PackKind {
+    Q4_0,
+    Q4_1,
+    Q8_0,
+}
+
+impl PackKind {
+    pub(crate) fn of(w: DType) -> Option<PackKind> {
+        match w {
+            DType::Q4_0 => Some(PackKind::Q4_0),
+            DType::Q4_1 => Some(PackKind::Q4_1),
+            DType::Q8_0 => Some(PackKind::Q8_0),
+            _ => None,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn dtype(self) -> DType {
+        match self {
+            PackKind::Q4_0 => DType::Q4_0,
+            PackKind::Q4_1 => DType::Q4_1,
+            PackKind::Q8_0 => DType::Q8_0,
+        }
+    }
+
+    /// Bytes of one source block (of one row).
+    fn block_bytes(self) -> usize {
+        match self {
+            PackKind::Q4_0 => 18,
+            PackKind::Q4_1 => 20,
+            PackKind::Q8_0 => 34,
+        }
+    }
+
+    /// Bytes of the packed quants of one block of sixteen rows.
+    pub(crate) fn quant_bytes(self) -> usize {
+        match self {
+            PackKind::Q8_0 => 8 * 64,
+            _ => 4 * 64,
+        }
+    }
+
+    /// Whether blocks carry a min (`m * sum(x)` term) besides their scale.
+    pub(crate) fn has_mins(self) -> bool {
+        self == PackKind::Q4_1
+    }
+
+    /// What the stored unsigned quants exceed the values by.
+    pub(crate) fn offset(self) -> i32 {
+        match self {
+            PackKind::Q4_0 => 8,
+            PackKind::Q4_1 => 0,
+            PackKind::Q8_0 => 128,
+        }
+    }
+
+    /// Bytes of one group of sixteen rows with `nb` blocks each.
+    pub(crate) fn group_bytes(self, nb: usize) -> usize {
+        nb * (self.quant_bytes() + if self.has_mins() { 64 } else { 32 })
+    }
+}
+
+/// A weight matrix of `m` rows of `k` values in the packed layout.
+pub(crate) struct PackedWeight {
+    pub kind: PackKind,
+    pub m: usize,
+    pub k: usize,
+    /// Blocks per row.
+    pub nb: usize,
+    lines: Vec<Line>,
+}
+
+impl PackedWeight {
+    /// Packs `m` rows of `k` values of `kind`'s type from `w`; `None` when `k` is not whole
+    /// blocks, `w` is too short, or the memory cannot be had. `release` is told each range of `w`
+    /// once it is copied (in runs of about a megabyte, so that a mapped source can give its pages
+    /// back while a large weight is packed).
+    pub(crate) fn pack(
+        kind: PackKind,
+        w: &[u8],
+        m: usize,
+        k: usize,
+        release: &(dyn Fn(Range<usize>) + Sync),
+    ) -> Option<PackedWeight> {
+        if k == 0 || !k.is_multiple_of(QK) || m == 0 {
+            return None;
+        }
+        let nb = k / QK;
+        let wrow = nb * kind.block_bytes();
+        if w.len() < m.checked_mul(wrow)? {
+            return None;
+        }
+        let gbytes = kind.group_bytes(nb);
+        let groups = m.div_ceil(ROWS);
+        let total = groups.checked_mul(gbytes)?;
+        let mut lines = Vec::new();
+        lines.try_reserve_exact(total.div_ceil(64)).ok()?;
+        lines.resize(total.div_ceil(64), Line([0; 64]));
+        let bytes = &mut bytemuck::cast_slice_mut::<Line, u8>(&mut lines)[..total];
+        let per_run = (RELEASE_BYTES / (ROWS * wrow)).max(1);
+        bytes.par_chunks_mut(per_run * gbytes).enumerate().for_each(|(run, out)| {
+            for (i, out) in out.chunks_mut(gbytes).enumerate() {
+                let g = run * per_run + i;
+                let rows = (g * ROWS..((g + 1) * ROWS).min(m)).map(|row| &w[row * wrow..(row + 1) * wrow]);
+                pack_group(kind, nb, rows, out);
+            }
+            release(run * per_run * ROWS * wrow..((run + 1) * per_run * ROWS).min(m) * wrow);
+        });
+        Some(PackedWeight { kind, m, k, nb, lines })
+    }
+
+    pub(crate) fn groups(&self) -> usize {
+        self.m.div_ceil(ROWS)
+    }
+
+    /// The bytes of group `g`.
+    pub(crate) fn group(&self, g: usize) -> &[u8] {
+        let gbytes = self.kind.group_bytes(self.nb);
+        &bytemuck::cast_slice::<Line, u8>(&self.lines)[g * gbytes..(g + 1) * gbytes]
+    }
+
+    /// Row `row` in its original block layout (`None` past the last row): lets a table read
+    /// by both `GetRows` and `MatMul` (a tied embedding) be served from the packed copy alone.
+    pub(crate) fn row(&self, row: usize) -> Option<Vec<u8>> {
+        if row >= self.m {
+            return None;
+        }
+        let (kind, nb) = (self.kind, self.nb);
+        let (group, r) = (self.group(row / ROWS), row % ROWS);
+        let qb = kind.quant_bytes();
+        let (quants, scales) = group.split_at(nb * qb);
+        let (ds, ms) = scales.split_at(nb * 32);
+        let mut out = Vec::with_capacity(nb * kind.block_bytes());
+        for b in 0..nb {
+            out.extend_from_slice(&ds[b * 32 + 2 * r..b * 32 + 2 * r + 2]);
+            let q = &quants[b * qb..(b + 1) * qb];
+            match kind {
+                PackKind::Q4_0 | PackKind::Q4_1 => {
+                    if kind == PackKind::Q4_1 {
+                        out.extend_from_slice(&ms[b * 32 + 2 * r..b * 32 + 2 * r + 2]);
+                    }
+                    (0..4).for_each(|j| out.extend_from_slice(&q[j * 64 + 4 * r..j * 64 + 4 * r + 4]));
+                }
+                PackKind::Q8_0 => {
+                    (0..8).for_each(|j| out.extend(q[j * 64 + 4 * r..j * 64 + 4 * r + 4].iter().map(|v| v ^ 0x80)))
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Bytes held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lines.len() * 64
+    }
+}
+
+/// Writes up to sixteen rows (`rows`) into one group `out` (zero-filled: missing rows stay zero,
+/// with zero scales).
+fn pack_group<'a>(kind: PackKind, nb: usize, rows: impl Iterator<Item = &'a [u8]>, out: &mut [u8]) {
+    let qb = kind.quant_bytes();
+    let (quants, scales) = out.split_at_mut(nb * qb);
+    let (ds, ms) = scales.split_at_mut(nb * 32);
+    for (r, row) in rows.enumerate() {
+        for (b, block) in row.chunks_exact(kind.block_bytes()).enumerate() {
+            ds[b * 32 + 2 * r..b * 32 + 2 * r + 2].copy_from_slice(&block[0..2]);
+            let q = &mut quants[b * qb..(b + 1) * qb];
+            match kind {
+                PackKind::Q4_0 | PackKind::Q4_1 => {
+                    let qs = if kind == PackKind::Q4_1 {
+                        ms[b * 32 + 2 * r..b * 32 + 2 * r + 2].copy_from_slice(&block[2..4]);
+                        &block[4..20]
+                    } else {
+                        &block[2..18]
+                    };
+                    for j in 0..4 {
+                        q[j * 64 + 4 * r..j * 64 + 4 * r + 4].copy_from_slice(&qs[4 * j..4 * j + 4]);
+                    }
+                }
+                PackKind::Q8_0 => {
+                    for j in 0..8 {
+                        for t in 0..4 {
+                            q[j * 64 + 4 * r + t] = block[2 + 4 * j + t] ^ 0x80;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Activation rows converted for the packed kernels: the vec-dot type's blocks (Q8_0 for Q4_0
+/// and Q8_0 weights, Q8_1 for Q4_1) and, per block, the scale as f32, the Q8_1 sum term as f32
+/// (Q4_1) and the offset times the exact sum of the quants (Q4_0, Q8_0).
+pub(crate) struct PackedRows {
+    pub q: Vec<u8>,
+    /// Bytes of one row in `q`.
+    pub row_bytes: usize,
+    /// Bytes of one block in `q`, and where its 32 quants start.
+    pub block_bytes: usize,
+    pub quants_at: usize,
+    pub d: Vec<f32>,
+    pub s: Vec<f32>,
+    pub c: Vec<i32>,
+    pub nb: usize,
+}
+
+impl PackedRows {
+    /// `x` is `[n, k]`; `quantize` converts one row to the vec-dot type `vdt`.
+    pub(crate) fn new(
+        kind: PackKind,
+        x: &[f32],
+        k: usize,
+        quantize: impl Fn(DType, &[f32], &mut [u8]) + Sync,
+    ) -> PackedRows {
+        let vdt = if kind.has_mins() { DType::Q8_1 } else { DType::Q8_0 };
+        let (block_bytes, quants_at) = if kind.has_mins() { (36, 4) } else { (34, 2) };
+        let nb = k / QK;
+        let row_bytes = nb * block_bytes;
+        let n = x.len() / k.max(1);
+        let mut q = vec![0u8; n * row_bytes];
+        q.par_chunks_mut(row_bytes.max(1))
+            .zip(x.par_chunks(k.max(1)))
+            .with_min_len(8)
+            .for_each(|(o, x)| quantize(vdt, x, o));
+        let blocks = q.chunks_exact(block_bytes);
+        let d = blocks.clone().map(|b| super::f16_at(b, 0)).collect();
+        let s = if kind.has_mins() { blocks.clone().map(|b| super::f16_at(b, 2)).collect() } else { Vec::new() };
+        let off = kind.offset();
+        let c = blocks.map(|b| off * b[quants_at..].iter().map(|&v| v as i8 as i32).sum::<i32>()).collect();
+        PackedRows { q, row_bytes, block_bytes, quants_at, d, s, c, nb }
+    }
+}
+
+/// The packed kernel's arithmetic in portable Rust, lane by lane: the reference the SIMD kernels
+/// must match exactly (the same integer sums, f32 operations in the same order).
+#[cfg(test)]
+pub(crate) fn tile_scalar(w: &PackedWeight, g: usize, x: &PackedRows, rows: &[usize], out: &mut [[f32; ROWS]]) {
+    let (kind, nb) = (w.kind, w.nb);
+    let group = w.group(g);
+    let qb = kind.quant_bytes();
+    let (quants, scales) = group.split_at(nb * qb);
+    let (ds, ms) = scales.split_at(nb * 32);
+    for (o, &n) in out.iter_mut().zip(rows) {
+        let mut acc = [0f32; ROWS];
+        let mut off = [0f32; ROWS];
+        for b in 0..nb {
+            let xb = &x.q[n * x.row_bytes + b * x.block_bytes + x.quants_at..][..QK];
+            let q = &quants[b * qb..(b + 1) * qb];
+            let (dx, c) = (x.d[n * nb + b], x.c[n * nb + b]);
+            for r in 0..ROWS {
+                let mut sum = 0i32;
+                for (i, &xv) in xb.iter().enumerate() {
+                    let wq = match kind {
+                        PackKind::Q8_0 => q[(i / 4) * 64 + 4 * r + i % 4] as i32,
+                        _ => {
+                            let byte = q[((i % 16) / 4) * 64 + 4 * r + i % 4];
+                            (if i < 16 { byte & 0x0F } else { byte >> 4 }) as i32
+                        }
+                    };
+                    sum += wq * xv as i8 as i32;
+                }
+                let dw = super::f16_at(ds, b * 32 + 2 * r);
+                acc[r] = (dw * dx).mul_add((sum - c) as f32, acc[r]);
+                if kind.has_mins() {
+                    off[r] = super::f16_at(ms, b * 32 + 2 * r).mul_add(x.s[n * nb + b], off[r]);
+                }
+            }
+        }
+        for r in 0..ROWS {
+            o[r] = if kind.has_mins() { acc[r] + off[r] } else { acc[r] };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::{random_f32, random_row};
+    use crate::kernels::{quantize_row, scalar_dot};
+    use rand::SeedableRng;
+
+    #[test]
+    fn packed_reference_matches_the_block_kernels_at_odd_shapes() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for kind in [PackKind::Q4_0, PackKind::Q4_1, PackKind::Q8_0] {
+            let wtype = kind.dtype();
+            for (m, k, n) in [(1, 32, 1), (17, 96, 3), (33, 256, 2), (16, 64, 5)] {
+                let w: Vec<u8> = (0..m).flat_map(|_| random_row(wtype, k, &mut rng)).collect();
+                let x = random_f32(n * k, &mut rng);
+                let packed = PackedWeight::pack(kind, &w, m, k, &|_| {}).unwrap();
+                let rows = PackedRows::new(kind, &x, k, quantize_row);
+                let dot = scalar_dot(wtype).unwrap();
+                let wrow = wtype.bytes_for(k).unwrap();
+                for g in 0..packed.groups() {
+                    let mut out = vec![[0f32; ROWS]; n];
+                    tile_scalar(&packed, g, &rows, &(0..n).collect::<Vec<_>>(), &mut out);
+                    for (i, o) in out.iter().enumerate() {
+                        let xr = &rows.q[i * rows.row_bytes..(i + 1) * rows.row_bytes];
+                        for (r, &got) in o.iter().enumerate() {
+                            let row = g * ROWS + r;
+                            if row >= m {
+                                assert_eq!(got, 0.0, "{wtype} padding row {row}");
+                                continue;
+                            }
+                            let want = dot(&w[row * wrow..(row + 1) * wrow], xr);
+                            let tol = 1e-4 * want.abs().max(1.0);
+                            assert!((got - want).abs() <= tol, "{wtype} m={m} k={k} ({i},{row}): {got} vs {want}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_read_back_from_a_packed_weight_are_the_original_bytes() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        for kind in [PackKind::Q4_0, PackKind::Q4_1, PackKind::Q8_0] {
+            let (m, k) = (35, 96);
+            let w: Vec<u8> = (0..m).flat_map(|_| random_row(kind.dtype(), k, &mut rng)).collect();
+            let released = std::sync::Mutex::new(Vec::new());
+            let packed = PackedWeight::pack(kind, &w, m, k, &|r| released.lock().unwrap().push(r)).unwrap();
+            let wrow = w.len() / m;
+            for row in 0..m {
+                assert_eq!(packed.row(row).unwrap(), &w[row * wrow..(row + 1) * wrow], "{kind:?} row {row}");
+            }
+            assert!(packed.row(m).is_none());
+            // Every source byte is released once copied.
+            assert_eq!(*released.lock().unwrap(), vec![0..w.len()]);
+        }
+    }
+
+    #[test]
+    fn packing_refuses_what_it_cannot_hold() {
+        let none = &|_| {};
+        assert!(PackedWeight::pack(PackKind::Q4_0, &[0; 18], 1, 31, none).is_none());
+        assert!(PackedWeight::pack(PackKind::Q4_0, &[0; 17], 1, 32, none).is_none());
+        assert!(PackedWeight::pack(PackKind::Q8_0, &[], 0, 32, none).is_none());
+        let p = PackedWeight::pack(PackKind::Q4_1, &[0; 40], 2, 32, none).unwrap();
+        assert_eq!((p.groups(), p.group(0).len()), (1, 256 + 64));
+    }
+}

@@ -1,0 +1,182 @@
+//! The AVX-512 VNNI kernel over packed weights (see `kernels::packed`): sixteen weight rows per
+//! 512-bit register, up to four activation rows per pass sharing each unpacked block. Every
+//! row's arithmetic is the same sequence whatever the number of rows beside it, and the same as
+//! `packed::tile_scalar`'s, so results are bit-identical to it and independent of the batch.
+
+use std::arch::x86_64::*;
+
+use super::super::packed::{PackKind, PackedRows, PackedWeight, ROWS};
+
+/// Rows `rows` of `x` against group `g` of `w`, into `out` (one entry per row).
+///
+/// # Safety
+/// The CPU must support the AVX-512 subset of `has_avx512`.
+pub(in crate::kernels) unsafe fn tile(
+    w: &PackedWeight,
+    g: usize,
+    x: &PackedRows,
+    rows: &[usize],
+    out: &mut [[f32; ROWS]],
+) {
+    for (rows, out) in rows.chunks(4).zip(out.chunks_mut(4)) {
+        // SAFETY: the caller guarantees the CPU features.
+        unsafe {
+            match (w.kind, rows.len()) {
+                (PackKind::Q4_0, 4) => tile_n::<4, 0>(w, g, x, rows, out),
+                (PackKind::Q4_0, 3) => tile_n::<3, 0>(w, g, x, rows, out),
+                (PackKind::Q4_0, 2) => tile_n::<2, 0>(w, g, x, rows, out),
+                (PackKind::Q4_0, _) => tile_n::<1, 0>(w, g, x, rows, out),
+                (PackKind::Q4_1, 4) => tile_n::<4, 1>(w, g, x, rows, out),
+                (PackKind::Q4_1, 3) => tile_n::<3, 1>(w, g, x, rows, out),
+                (PackKind::Q4_1, 2) => tile_n::<2, 1>(w, g, x, rows, out),
+                (PackKind::Q4_1, _) => tile_n::<1, 1>(w, g, x, rows, out),
+                (PackKind::Q8_0, 4) => tile_n::<4, 2>(w, g, x, rows, out),
+                (PackKind::Q8_0, 3) => tile_n::<3, 2>(w, g, x, rows, out),
+                (PackKind::Q8_0, 2) => tile_n::<2, 2>(w, g, x, rows, out),
+                (PackKind::Q8_0, _) => tile_n::<1, 2>(w, g, x, rows, out),
+            }
+        }
+    }
+}
+
+/// [`tile`] for `NR` activation rows and the packed kind `K` (0: Q4_0, 1: Q4_1, 2: Q8_0).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn tile_n<const NR: usize, const K: u8>(
+    w: &PackedWeight,
+    g: usize,
+    x: &PackedRows,
+    rows: &[usize],
+    out: &mut [[f32; ROWS]],
+) {
+    let kind = [PackKind::Q4_0, PackKind::Q4_1, PackKind::Q8_0][K as usize];
+    let (mins, bytes8) = (K == 1, K == 2);
+    let nb = w.nb;
+    let group = w.group(g);
+    let qb = kind.quant_bytes();
+    assert!(group.len() >= kind.group_bytes(nb) && rows.len() == NR && out.len() >= NR && x.nb == nb);
+    // Every pointer below stays inside the slices checked here.
+    let xq: [*const u8; NR] = std::array::from_fn(|r| {
+        let n = rows[r];
+        assert!((n + 1) * x.row_bytes <= x.q.len() && (n + 1) * nb <= x.d.len() && (n + 1) * nb <= x.c.len());
+        assert!(!mins || (n + 1) * nb <= x.s.len());
+        x.q[n * x.row_bytes + x.quants_at..].as_ptr()
+    });
+    let xd: [&[f32]; NR] = std::array::from_fn(|r| &x.d[rows[r] * nb..(rows[r] + 1) * nb]);
+    let xc: [&[i32]; NR] = std::array::from_fn(|r| &x.c[rows[r] * nb..(rows[r] + 1) * nb]);
+    let xs: [&[f32]; NR] = std::array::from_fn(|r| if mins { &x.s[rows[r] * nb..(rows[r] + 1) * nb] } else { &[] });
+    let (quants, scales) = group.split_at(nb * qb);
+    let (ds, ms) = scales.split_at(nb * 32);
+    let low = _mm512_set1_epi8(0x0F);
+    let mut acc = [_mm512_setzero_ps(); NR];
+    let mut off = [_mm512_setzero_ps(); NR];
+    for b in 0..nb {
+        let q = &quants[b * qb..(b + 1) * qb];
+        let mut wv = [_mm512_setzero_si512(); 8];
+        if bytes8 {
+            for (j, v) in wv.iter_mut().enumerate() {
+                *v = load512(q, 64 * j);
+            }
+        } else {
+            for j in 0..4 {
+                let v = load512(q, 64 * j);
+                wv[j] = _mm512_and_si512(v, low);
+                wv[j + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
+            }
+        }
+        let dw = _mm512_cvtph_ps(load256(ds, b * 32));
+        let mw = if mins { _mm512_cvtph_ps(load256(ms, b * 32)) } else { _mm512_setzero_ps() };
+        for r in 0..NR {
+            // SAFETY: row `rows[r]` holds `nb` blocks (checked above), so the 32 quants of block
+            // `b` start `b * block_bytes` past its first block's and lie inside `x.q`.
+            let xb = unsafe { xq[r].add(b * x.block_bytes) };
+            let word = |i: usize| {
+                // SAFETY: `i < 8`, so the four bytes lie inside the block's 32 quants.
+                _mm512_set1_epi32(unsafe { xb.add(4 * i).cast::<i32>().read_unaligned() })
+            };
+            let mut s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[0], word(0));
+            let mut s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[1], word(1));
+            s0 = _mm512_dpbusd_epi32(s0, wv[2], word(2));
+            s1 = _mm512_dpbusd_epi32(s1, wv[3], word(3));
+            s0 = _mm512_dpbusd_epi32(s0, wv[4], word(4));
+            s1 = _mm512_dpbusd_epi32(s1, wv[5], word(5));
+            s0 = _mm512_dpbusd_epi32(s0, wv[6], word(6));
+            s1 = _mm512_dpbusd_epi32(s1, wv[7], word(7));
+            let mut s = _mm512_add_epi32(s0, s1);
+            if !mins {
+                s = _mm512_sub_epi32(s, _mm512_set1_epi32(xc[r][b]));
+            }
+            let d = _mm512_mul_ps(dw, _mm512_set1_ps(xd[r][b]));
+            acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[r]);
+            if mins {
+                off[r] = _mm512_fmadd_ps(mw, _mm512_set1_ps(xs[r][b]), off[r]);
+            }
+        }
+    }
+    for r in 0..NR {
+        let y = if mins { _mm512_add_ps(acc[r], off[r]) } else { acc[r] };
+        // SAFETY: `out[r]` holds 16 writable f32; the store is unaligned.
+        unsafe { _mm512_storeu_ps(out[r].as_mut_ptr(), y) };
+    }
+}
+
+/// 64 bytes of `b` from `at` (bounds-checked).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn load512(b: &[u8], at: usize) -> __m512i {
+    let s = &b[at..at + 64];
+    // SAFETY: `s` holds 64 readable bytes; the load is unaligned.
+    unsafe { _mm512_loadu_si512(s.as_ptr().cast()) }
+}
+
+/// 32 bytes of `b` from `at` (bounds-checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn load256(b: &[u8], at: usize) -> __m256i {
+    let s = &b[at..at + 32];
+    // SAFETY: `s` holds 32 readable bytes; the load is unaligned.
+    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::packed::tile_scalar;
+    use super::super::super::testing::{random_f32, random_row};
+    use super::super::super::{Isa, Kernels};
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn the_avx512_packed_kernel_is_bit_identical_to_its_reference() {
+        let Some(kernels) = Kernels::new(Isa::Avx512) else {
+            eprintln!("no AVX-512 VNNI here: skipped");
+            return;
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        for kind in [PackKind::Q4_0, PackKind::Q4_1, PackKind::Q8_0] {
+            let tile = kernels.packed(kind.dtype()).unwrap();
+            for (m, k, n) in [(1, 32, 1), (19, 96, 7), (40, 288, 5), (16, 64, 4)] {
+                let w: Vec<u8> = (0..m).flat_map(|_| random_row(kind.dtype(), k, &mut rng)).collect();
+                let x = random_f32(n * k, &mut rng);
+                let packed = PackedWeight::pack(kind, &w, m, k, &|_| {}).unwrap();
+                let rows = PackedRows::new(kind, &x, k, |vdt, x, o| kernels.quantize(vdt, x, o));
+                // Rows in an odd order and an odd count: every split into passes of four.
+                let order: Vec<usize> = (0..n).rev().collect();
+                for g in 0..packed.groups() {
+                    let mut want = vec![[0f32; ROWS]; n];
+                    tile_scalar(&packed, g, &rows, &order, &mut want);
+                    let mut got = vec![[0f32; ROWS]; n];
+                    tile(&packed, g, &rows, &order, &mut got);
+                    for i in 0..n {
+                        let bits = |v: &[f32; ROWS]| v.map(f32::to_bits);
+                        assert_eq!(bits(&got[i]), bits(&want[i]), "{kind:?} m={m} k={k} group {g} row {i}");
+                    }
+                    for i in 0..n {
+                        let mut one = [[0f32; ROWS]];
+                        tile(&packed, g, &rows, &order[i..i + 1], &mut one);
+                        assert_eq!(one[0].map(f32::to_bits), got[i].map(f32::to_bits), "{kind:?} alone, row {i}");
+                    }
+                }
+            }
+        }
+    }
+}
