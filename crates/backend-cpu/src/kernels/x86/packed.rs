@@ -6,6 +6,7 @@
 use std::arch::x86_64::*;
 
 use super::super::packed::{PackKind, PackedRows, PackedWeight, ROWS};
+use super::load32;
 
 /// Rows `rows` of `x` against group `g` of `w`, into `out` (one entry per row).
 ///
@@ -83,8 +84,8 @@ fn tile_n<const NR: usize, const K: u8>(
                 wv[j + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
             }
         }
-        let dw = _mm512_cvtph_ps(load256(ds, b * 32));
-        let mw = if mins { _mm512_cvtph_ps(load256(ms, b * 32)) } else { _mm512_setzero_ps() };
+        let dw = _mm512_cvtph_ps(load32(ds, b * 32));
+        let mw = if mins { _mm512_cvtph_ps(load32(ms, b * 32)) } else { _mm512_setzero_ps() };
         for r in 0..NR {
             // SAFETY: row `rows[r]` holds `nb` blocks (checked above), so the 32 quants of block
             // `b` start `b * block_bytes` past its first block's and lie inside `x.q`.
@@ -126,15 +127,6 @@ fn load512(b: &[u8], at: usize) -> __m512i {
     let s = &b[at..at + 64];
     // SAFETY: `s` holds 64 readable bytes; the load is unaligned.
     unsafe { _mm512_loadu_si512(s.as_ptr().cast()) }
-}
-
-/// 32 bytes of `b` from `at` (bounds-checked).
-#[target_feature(enable = "avx2")]
-#[inline]
-fn load256(b: &[u8], at: usize) -> __m256i {
-    let s = &b[at..at + 32];
-    // SAFETY: `s` holds 32 readable bytes; the load is unaligned.
-    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
 }
 
 #[cfg(test)]
