@@ -226,12 +226,20 @@ impl<'a> Walker<'a> {
         self.packs.get(PackKey { buffer, offset, dtype, m, k }, bytes, &release)
     }
 
-    /// The packed copy of a stored table, if a matmul has made one.
+    /// The packed copy of a stored table, if a matmul has made one or one of this graph's
+    /// matmuls reads the same leaf as its weight.
     fn packed_table(&self, id: NodeId, dtype: DType, m: usize, k: usize) -> Option<Arc<PackedWeight>> {
         self.kernels.packed(dtype)?;
         let Value::Stored { buffer, offset, .. } = *self.value(id).ok()? else { return None };
         matches!(self.mem.get(&buffer), Some(Mem::Read(_))).then_some(())?;
-        self.packs.lookup(PackKey { buffer, offset, dtype, m, k })
+        self.packs.lookup(PackKey { buffer, offset, dtype, m, k }).or_else(|| {
+            let Op::Leaf(table) = self.graph.node(id).op else { return None };
+            let weight_of_a_matmul =
+                self.graph.nodes().iter().any(|n| {
+                    n.op == Op::MatMul && matches!(self.graph.node(n.inputs[1]).op, Op::Leaf(w) if w == table)
+                });
+            weight_of_a_matmul.then(|| self.packed_weight(id, dtype, m, k)).flatten()
+        })
     }
 
     fn i32s(&self, id: NodeId) -> Result<Vec<i32>, BackendError> {
@@ -348,8 +356,9 @@ impl<'a> Walker<'a> {
                 let t = input(0);
                 let ids = self.i32s(node.inputs[1]).map_err(err)?;
                 let (n, cols) = (t.shape.dims()[0], t.shape.cols());
-                // A table already packed for a matmul (a tied embedding) is read from the packed
-                // copy: the mapped source gave its pages back.
+                // A table a matmul also reads (a tied embedding) is read from its packed copy,
+                // made here if need be: the mapped source gives its pages back, instead of
+                // faulting in around every row looked up.
                 if let Some(packed) = self.packed_table(node.inputs[0], t.dtype, n, cols) {
                     rows::check_ids(&ids, n)?;
                     let picked: Vec<u8> = ids.iter().filter_map(|&id| packed.row(id as usize)).flatten().collect();

@@ -11,12 +11,12 @@ use tessera_runtime::{
 };
 use tessera_testkit::{fixtures_dir, ids, read_json as fixture, test_model, GEMMA3_270M, SMOLLM2};
 
-/// Largest top-1 vs runner-up logit margin (in llama.cpp's run) at which Tessera's greedy choice
-/// may differ from llama.cpp's. Measured on these Q4 models: Tessera's logits for llama.cpp's top
-/// two tokens stay within 0.4-0.6 of llama.cpp's (whose flash attention rounds Q and the V
-/// accumulator to F16; Tessera keeps both in F32), while perplexities agree to 0.04% (SmolLM2),
-/// closer than llama.cpp with and without flash attention agree with each other (0.07%).
-/// Divergences seen: margins 0.008-0.34, each where Tessera picked llama.cpp's runner-up.
+/// Largest gap between llama.cpp's best logit and its logit for the token Tessera picked at which
+/// Tessera's greedy choice may differ from llama.cpp's. Measured on these Q4 models: Tessera's
+/// logits for llama.cpp's top tokens stay within 0.4-0.6 of llama.cpp's (whose flash attention
+/// rounds Q and the V accumulator to F16; Tessera keeps both in F32), while perplexities agree to
+/// 0.04% (SmolLM2), closer than llama.cpp with and without flash attention agree with each other
+/// (0.07%). llama.cpp's own AVX2 and AVX-512 builds pick different tokens at such steps too.
 const NEAR_TIE: f64 = 0.4;
 
 fn load(file: &str) -> Option<LoadedModel> {
@@ -29,7 +29,7 @@ fn floats(v: &Value) -> Vec<f64> {
 }
 
 /// Greedy 64-token continuations equal llama.cpp's up to the first near-tie, where Tessera must
-/// have picked llama.cpp's runner-up.
+/// have picked a token llama.cpp scored within `NEAR_TIE` of its best.
 fn check_greedy(file: &str, short: &str) {
     let Some(model) = load(file) else { return };
     let fx = fixture(fixtures_dir().join(format!("greedy/{short}.json")));
@@ -42,9 +42,8 @@ fn check_greedy(file: &str, short: &str) {
         assert_eq!(ours, prompt, "{short}/{name}: prompt token ids differ from llama.cpp's");
 
         let expected = ids(&case["generated_token_ids"]);
-        let top1 = floats(&case["top1_logits"]);
-        let runner_up = floats(&case["runner_up_logits"]);
-        let runner_up_ids = ids(&case["runner_up_ids"]);
+        let top_ids: Vec<Vec<u32>> = case["top_ids"].as_array().expect("top_ids").iter().map(ids).collect();
+        let top_logits: Vec<Vec<f64>> = case["top_logits"].as_array().expect("top_logits").iter().map(floats).collect();
         let stopped_at_eog = case["stop"]["reason"].as_str() == Some("eog");
 
         let mut ctx = model
@@ -64,16 +63,18 @@ fn check_greedy(file: &str, short: &str) {
                 assert_eq!(got.len(), expected.len(), "{short}/{name}: generated {:?}, llama.cpp {:?}", got, expected);
             }
             Some(step) => {
-                let margin = top1[step] - runner_up[step];
+                let ours = top_ids[step].iter().position(|&t| t == got[step]);
+                let gap = ours.map(|i| top_logits[step][0] - top_logits[step][i]);
                 assert!(
-                    margin < NEAR_TIE && got[step] == runner_up_ids[step],
-                    "{short}/{name}: step {step} chose {} where llama.cpp chose {} by a margin of {margin:.4} \
-                     (runner-up {})",
+                    gap.is_some_and(|g| g < NEAR_TIE),
+                    "{short}/{name}: step {step} chose {} where llama.cpp chose {}; llama.cpp's best tokens there: \
+                     {:?} with logits {:?}",
                     got[step],
                     expected[step],
-                    runner_up_ids[step]
+                    top_ids[step],
+                    top_logits[step]
                 );
-                eprintln!("{short}/{name}: equal for {step} tokens, then a near-tie (margin {margin:.4})");
+                eprintln!("{short}/{name}: equal for {step} tokens, then a near-tie (gap {:.4})", gap.unwrap_or(0.0));
             }
         }
     }

@@ -13,7 +13,15 @@
 //! per 32-bit lane:
 //! - Q4_0 and Q4_1: 64-byte word `j` (0..4) holds, in lane `r`, the 4-byte word `j` of row `r`'s
 //!   16 quant bytes unchanged: low nibbles are values `4j..4j + 4`, high nibbles `16 + 4j..`.
+//! - Q5_0 and Q5_1: the same four words of nibbles, then eight 64-bit masks of the fifth bits:
+//!   bit `4r + t` of mask `i` is the fifth bit of value `4i + t` of row `r` (one
+//!   `vmovdqu8` with zero-masking turns a mask into the 16s to add to the nibbles).
 //! - Q8_0: 64-byte word `j` (0..8) holds, in lane `r`, values `4j..4j + 4` of row `r` plus 128.
+//!
+//! - Q4_K (super-blocks of 256): 32 words of nibbles, word `8j + w` holding in lane `r` bytes
+//!   `32j + 4w..32j + 4w + 4` of row `r`'s 128 quant bytes (low nibbles: sub-block `2j`, high:
+//!   `2j + 1`), then the eight 6-bit scales and the eight mins of every row as bytes (`16s + r`);
+//!   the super-block scales `d` and `dmin` take the places of Q4_1's `d` and `m`.
 //!
 //! Every row's block sum is the same exact integer as the block kernels' (the offset, 8 or 128,
 //! is taken back out with the activation block's exact sum); only the order of the f32
@@ -24,6 +32,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 use tessera_core::DType;
 
+use super::kquants::{Q8_K_BSUMS, Q8_K_BYTES, Q8_K_QS, QK_K};
 use super::legacy::QK;
 use crate::memory::Line;
 
@@ -32,12 +41,16 @@ pub(crate) const ROWS: usize = 16;
 /// Source bytes packed between two calls of `release`.
 const RELEASE_BYTES: usize = 1 << 20;
 
-/// The weight types that have a packed layout.
+/// The weight types that have a packed layout (named as `DType` names them).
+#[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum PackKind {
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
     Q8_0,
+    Q4_K,
 }
 
 impl PackKind {
@@ -45,7 +58,10 @@ impl PackKind {
         match w {
             DType::Q4_0 => Some(PackKind::Q4_0),
             DType::Q4_1 => Some(PackKind::Q4_1),
+            DType::Q5_0 => Some(PackKind::Q5_0),
+            DType::Q5_1 => Some(PackKind::Q5_1),
             DType::Q8_0 => Some(PackKind::Q8_0),
+            DType::Q4_K => Some(PackKind::Q4_K),
             _ => None,
         }
     }
@@ -55,7 +71,10 @@ impl PackKind {
         match self {
             PackKind::Q4_0 => DType::Q4_0,
             PackKind::Q4_1 => DType::Q4_1,
+            PackKind::Q5_0 => DType::Q5_0,
+            PackKind::Q5_1 => DType::Q5_1,
             PackKind::Q8_0 => DType::Q8_0,
+            PackKind::Q4_K => DType::Q4_K,
         }
     }
 
@@ -64,7 +83,19 @@ impl PackKind {
         match self {
             PackKind::Q4_0 => 18,
             PackKind::Q4_1 => 20,
+            PackKind::Q5_0 => 22,
+            PackKind::Q5_1 => 24,
             PackKind::Q8_0 => 34,
+            PackKind::Q4_K => 144,
+        }
+    }
+
+    /// Values per block.
+    pub(crate) fn block_values(self) -> usize {
+        if self == PackKind::Q4_K {
+            QK_K
+        } else {
+            QK
         }
     }
 
@@ -72,20 +103,39 @@ impl PackKind {
     pub(crate) fn quant_bytes(self) -> usize {
         match self {
             PackKind::Q8_0 => 8 * 64,
-            _ => 4 * 64,
+            PackKind::Q5_0 | PackKind::Q5_1 => 4 * 64 + 8 * 8,
+            PackKind::Q4_0 | PackKind::Q4_1 => 4 * 64,
+            PackKind::Q4_K => 32 * 64 + 2 * 128,
+        }
+    }
+
+    /// Whether quants have a fifth bit, stored as masks after the nibbles.
+    pub(crate) fn has_high_bits(self) -> bool {
+        matches!(self, PackKind::Q5_0 | PackKind::Q5_1)
+    }
+
+    /// Where a source block's quant bytes (nibbles or bytes) start.
+    fn quants_at(self) -> usize {
+        match self {
+            PackKind::Q4_0 | PackKind::Q8_0 => 2,
+            PackKind::Q4_1 => 4,
+            PackKind::Q5_0 => 6,
+            PackKind::Q5_1 => 8,
+            PackKind::Q4_K => 16,
         }
     }
 
     /// Whether blocks carry a min (`m * sum(x)` term) besides their scale.
     pub(crate) fn has_mins(self) -> bool {
-        self == PackKind::Q4_1
+        matches!(self, PackKind::Q4_1 | PackKind::Q5_1 | PackKind::Q4_K)
     }
 
     /// What the stored unsigned quants exceed the values by.
     pub(crate) fn offset(self) -> i32 {
         match self {
             PackKind::Q4_0 => 8,
-            PackKind::Q4_1 => 0,
+            PackKind::Q5_0 => 16,
+            PackKind::Q4_1 | PackKind::Q5_1 | PackKind::Q4_K => 0,
             PackKind::Q8_0 => 128,
         }
     }
@@ -110,7 +160,7 @@ impl PackedWeight {
     /// Packs `m` rows of `k` values of `kind`'s type from `w`; `None` when `k` is not whole
     /// blocks, `w` is too short, or the memory cannot be had. `release` is told each range of `w`
     /// once it is copied (in runs of about a megabyte, so that a mapped source can give its pages
-    /// back while a large weight is packed).
+    /// back while a large weight is packed), then the whole of it once more at the end.
     pub(crate) fn pack(
         kind: PackKind,
         w: &[u8],
@@ -118,10 +168,10 @@ impl PackedWeight {
         k: usize,
         release: &(dyn Fn(Range<usize>) + Sync),
     ) -> Option<PackedWeight> {
-        if k == 0 || !k.is_multiple_of(QK) || m == 0 {
+        if k == 0 || !k.is_multiple_of(kind.block_values()) || m == 0 {
             return None;
         }
-        let nb = k / QK;
+        let nb = k / kind.block_values();
         let wrow = nb * kind.block_bytes();
         if w.len() < m.checked_mul(wrow)? {
             return None;
@@ -142,6 +192,8 @@ impl PackedWeight {
             }
             release(run * per_run * ROWS * wrow..((run + 1) * per_run * ROWS).min(m) * wrow);
         });
+        // Page faults map neighbouring pages too, some in runs already released: once more, all.
+        release(0..m * wrow);
         Some(PackedWeight { kind, m, k, nb, lines })
     }
 
@@ -170,17 +222,31 @@ impl PackedWeight {
         for b in 0..nb {
             out.extend_from_slice(&ds[b * 32 + 2 * r..b * 32 + 2 * r + 2]);
             let q = &quants[b * qb..(b + 1) * qb];
-            match kind {
-                PackKind::Q4_0 | PackKind::Q4_1 => {
-                    if kind == PackKind::Q4_1 {
-                        out.extend_from_slice(&ms[b * 32 + 2 * r..b * 32 + 2 * r + 2]);
-                    }
-                    (0..4).for_each(|j| out.extend_from_slice(&q[j * 64 + 4 * r..j * 64 + 4 * r + 4]));
-                }
-                PackKind::Q8_0 => {
-                    (0..8).for_each(|j| out.extend(q[j * 64 + 4 * r..j * 64 + 4 * r + 4].iter().map(|v| v ^ 0x80)))
-                }
+            if kind.has_mins() {
+                out.extend_from_slice(&ms[b * 32 + 2 * r..b * 32 + 2 * r + 2]);
             }
+            if kind == PackKind::Q4_K {
+                let sc: [u8; 8] = std::array::from_fn(|sub| q[2048 + 16 * sub + r]);
+                let mn: [u8; 8] = std::array::from_fn(|sub| q[2048 + 128 + 16 * sub + r]);
+                let mut scales = [0u8; 12];
+                for j in 0..4 {
+                    scales[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
+                    scales[j + 4] = mn[j] | ((mn[j + 4] >> 4) << 6);
+                    scales[j + 8] = (sc[j + 4] & 0x0F) | ((mn[j + 4] & 0x0F) << 4);
+                }
+                out.extend_from_slice(&scales);
+                (0..32).for_each(|w| out.extend_from_slice(&q[w * 64 + 4 * r..w * 64 + 4 * r + 4]));
+                continue;
+            }
+            if kind == PackKind::Q8_0 {
+                (0..8).for_each(|j| out.extend(q[j * 64 + 4 * r..j * 64 + 4 * r + 4].iter().map(|v| v ^ 0x80)));
+                continue;
+            }
+            if kind.has_high_bits() {
+                let qh = (0..8).fold(0u32, |qh, i| qh | (((high_mask(q, i) >> (4 * r)) & 0xF) as u32) << (4 * i));
+                out.extend_from_slice(&qh.to_le_bytes());
+            }
+            (0..4).for_each(|j| out.extend_from_slice(&q[j * 64 + 4 * r..j * 64 + 4 * r + 4]));
         }
         Some(out)
     }
@@ -202,28 +268,53 @@ fn pack_group<'a>(kind: PackKind, nb: usize, rows: impl Iterator<Item = &'a [u8]
         for (b, block) in row.chunks_exact(kind.block_bytes()).enumerate() {
             ds[b * 32 + 2 * r..b * 32 + 2 * r + 2].copy_from_slice(&block[0..2]);
             let q = &mut quants[b * qb..(b + 1) * qb];
-            match kind {
-                PackKind::Q4_0 | PackKind::Q4_1 => {
-                    let qs = if kind == PackKind::Q4_1 {
-                        ms[b * 32 + 2 * r..b * 32 + 2 * r + 2].copy_from_slice(&block[2..4]);
-                        &block[4..20]
-                    } else {
-                        &block[2..18]
-                    };
-                    for j in 0..4 {
-                        q[j * 64 + 4 * r..j * 64 + 4 * r + 4].copy_from_slice(&qs[4 * j..4 * j + 4]);
+            if kind.has_mins() {
+                ms[b * 32 + 2 * r..b * 32 + 2 * r + 2].copy_from_slice(&block[2..4]);
+            }
+            let qs = &block[kind.quants_at()..];
+            if kind == PackKind::Q4_K {
+                for (w, word) in qs[..128].chunks_exact(4).enumerate() {
+                    q[w * 64 + 4 * r..w * 64 + 4 * r + 4].copy_from_slice(word);
+                }
+                let (sc, mn) = super::kquant_scales_mins(&block[4..16]);
+                for sub in 0..8 {
+                    q[2048 + 16 * sub + r] = sc[sub];
+                    q[2048 + 128 + 16 * sub + r] = mn[sub];
+                }
+                continue;
+            }
+            if kind == PackKind::Q8_0 {
+                for j in 0..8 {
+                    for t in 0..4 {
+                        q[j * 64 + 4 * r + t] = qs[4 * j + t] ^ 0x80;
                     }
                 }
-                PackKind::Q8_0 => {
-                    for j in 0..8 {
-                        for t in 0..4 {
-                            q[j * 64 + 4 * r + t] = block[2 + 4 * j + t] ^ 0x80;
-                        }
-                    }
+                continue;
+            }
+            for j in 0..4 {
+                q[j * 64 + 4 * r..j * 64 + 4 * r + 4].copy_from_slice(&qs[4 * j..4 * j + 4]);
+            }
+            if kind.has_high_bits() {
+                let h = qs_at_high(kind);
+                let qh = u32::from_le_bytes([block[h], block[h + 1], block[h + 2], block[h + 3]]);
+                for i in 0..8 {
+                    let mask = high_mask(q, i) | (((qh >> (4 * i)) & 0xF) as u64) << (4 * r);
+                    q[256 + 8 * i..256 + 8 * i + 8].copy_from_slice(&mask.to_le_bytes());
                 }
             }
         }
     }
+}
+
+/// Mask `i` of a packed Q5 block's fifth bits.
+pub(crate) fn high_mask(q: &[u8], i: usize) -> u64 {
+    let at = 256 + 8 * i;
+    u64::from_le_bytes([q[at], q[at + 1], q[at + 2], q[at + 3], q[at + 4], q[at + 5], q[at + 6], q[at + 7]])
+}
+
+/// Where a Q5 source block's 32 fifth bits start.
+fn qs_at_high(kind: PackKind) -> usize {
+    kind.quants_at() - 4
 }
 
 /// Activation rows converted for the packed kernels: the vec-dot type's blocks (Q8_0 for Q4_0
@@ -239,6 +330,8 @@ pub(crate) struct PackedRows {
     pub d: Vec<f32>,
     pub s: Vec<f32>,
     pub c: Vec<i32>,
+    /// Q8_K (Q4_K weights): the sums of each 32-value sub-block's quants, eight per block.
+    pub sub: Vec<i32>,
     pub nb: usize,
 }
 
@@ -250,9 +343,13 @@ impl PackedRows {
         k: usize,
         quantize: impl Fn(DType, &[f32], &mut [u8]) + Sync,
     ) -> PackedRows {
-        let vdt = if kind.has_mins() { DType::Q8_1 } else { DType::Q8_0 };
-        let (block_bytes, quants_at) = if kind.has_mins() { (36, 4) } else { (34, 2) };
-        let nb = k / QK;
+        let super_blocks = kind == PackKind::Q4_K;
+        let (vdt, block_bytes, quants_at) = match (super_blocks, kind.has_mins()) {
+            (true, _) => (DType::Q8_K, Q8_K_BYTES, Q8_K_QS),
+            (false, true) => (DType::Q8_1, 36, 4),
+            (false, false) => (DType::Q8_0, 34, 2),
+        };
+        let nb = k / kind.block_values();
         let row_bytes = nb * block_bytes;
         let n = x.len() / k.max(1);
         let mut q = vec![0u8; n * row_bytes];
@@ -261,11 +358,20 @@ impl PackedRows {
             .with_min_len(8)
             .for_each(|(o, x)| quantize(vdt, x, o));
         let blocks = q.chunks_exact(block_bytes);
-        let d = blocks.clone().map(|b| super::f16_at(b, 0)).collect();
-        let s = if kind.has_mins() { blocks.clone().map(|b| super::f16_at(b, 2)).collect() } else { Vec::new() };
+        if super_blocks {
+            let d = blocks.clone().map(|b| super::f32_at(b, 0)).collect();
+            let bsum =
+                |b: &[u8], i: usize| i16::from_le_bytes([b[Q8_K_BSUMS + 2 * i], b[Q8_K_BSUMS + 2 * i + 1]]) as i32;
+            let sub = blocks.flat_map(|b| (0..8).map(move |s| bsum(b, 2 * s) + bsum(b, 2 * s + 1))).collect();
+            let c = vec![0; n * nb];
+            return PackedRows { q, row_bytes, block_bytes, quants_at, d, s: Vec::new(), c, sub, nb };
+        }
         let off = kind.offset();
-        let c = blocks.map(|b| off * b[quants_at..].iter().map(|&v| v as i8 as i32).sum::<i32>()).collect();
-        PackedRows { q, row_bytes, block_bytes, quants_at, d, s, c, nb }
+        let c = blocks.clone().map(|b| off * b[quants_at..quants_at + QK].iter().map(|&v| v as i8 as i32).sum::<i32>());
+        let c = c.collect();
+        let d = blocks.clone().map(|b| super::f16_at(b, 0)).collect();
+        let s = if kind.has_mins() { blocks.map(|b| super::f16_at(b, 2)).collect() } else { Vec::new() };
+        PackedRows { q, row_bytes, block_bytes, quants_at, d, s, c, sub: Vec::new(), nb }
     }
 }
 
@@ -282,9 +388,28 @@ pub(crate) fn tile_scalar(w: &PackedWeight, g: usize, x: &PackedRows, rows: &[us
         let mut acc = [0f32; ROWS];
         let mut off = [0f32; ROWS];
         for b in 0..nb {
-            let xb = &x.q[n * x.row_bytes + b * x.block_bytes + x.quants_at..][..QK];
+            let xb = &x.q[n * x.row_bytes + b * x.block_bytes + x.quants_at..][..kind.block_values()];
             let q = &quants[b * qb..(b + 1) * qb];
             let (dx, c) = (x.d[n * nb + b], x.c[n * nb + b]);
+            if kind == PackKind::Q4_K {
+                for r in 0..ROWS {
+                    let (mut isum, mut summs) = (0i32, 0i32);
+                    for sub in 0..8 {
+                        let mut dot = 0i32;
+                        for (l, &xv) in xb[32 * sub..32 * sub + 32].iter().enumerate() {
+                            let byte = q[((sub / 2) * 8 + l / 4) * 64 + 4 * r + l % 4];
+                            let nibble = if sub % 2 == 0 { byte & 0x0F } else { byte >> 4 };
+                            dot += nibble as i32 * xv as i8 as i32;
+                        }
+                        isum += q[2048 + 16 * sub + r] as i32 * dot;
+                        summs += q[2048 + 128 + 16 * sub + r] as i32 * x.sub[(n * nb + b) * 8 + sub];
+                    }
+                    let (dw, dmin) = (super::f16_at(ds, b * 32 + 2 * r), super::f16_at(ms, b * 32 + 2 * r));
+                    acc[r] = (dw * dx).mul_add(isum as f32, acc[r]);
+                    off[r] = (-(dmin * dx)).mul_add(summs as f32, off[r]);
+                }
+                continue;
+            }
             for r in 0..ROWS {
                 let mut sum = 0i32;
                 for (i, &xv) in xb.iter().enumerate() {
@@ -292,7 +417,9 @@ pub(crate) fn tile_scalar(w: &PackedWeight, g: usize, x: &PackedRows, rows: &[us
                         PackKind::Q8_0 => q[(i / 4) * 64 + 4 * r + i % 4] as i32,
                         _ => {
                             let byte = q[((i % 16) / 4) * 64 + 4 * r + i % 4];
-                            (if i < 16 { byte & 0x0F } else { byte >> 4 }) as i32
+                            let nibble = (if i < 16 { byte & 0x0F } else { byte >> 4 }) as i32;
+                            let high = kind.has_high_bits() && (high_mask(q, i / 4) >> (4 * r + i % 4)) & 1 == 1;
+                            nibble | if high { 16 } else { 0 }
                         }
                     };
                     sum += wq * xv as i8 as i32;
@@ -320,9 +447,10 @@ mod tests {
     #[test]
     fn packed_reference_matches_the_block_kernels_at_odd_shapes() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        for kind in [PackKind::Q4_0, PackKind::Q4_1, PackKind::Q8_0] {
+        for kind in [PackKind::Q4_0, PackKind::Q4_1, PackKind::Q5_0, PackKind::Q5_1, PackKind::Q8_0, PackKind::Q4_K] {
             let wtype = kind.dtype();
             for (m, k, n) in [(1, 32, 1), (17, 96, 3), (33, 256, 2), (16, 64, 5)] {
+                let k = k * kind.block_values() / 32;
                 let w: Vec<u8> = (0..m).flat_map(|_| random_row(wtype, k, &mut rng)).collect();
                 let x = random_f32(n * k, &mut rng);
                 let packed = PackedWeight::pack(kind, &w, m, k, &|_| {}).unwrap();
@@ -353,8 +481,8 @@ mod tests {
     #[test]
     fn rows_read_back_from_a_packed_weight_are_the_original_bytes() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(13);
-        for kind in [PackKind::Q4_0, PackKind::Q4_1, PackKind::Q8_0] {
-            let (m, k) = (35, 96);
+        for kind in [PackKind::Q4_0, PackKind::Q4_1, PackKind::Q5_0, PackKind::Q5_1, PackKind::Q8_0, PackKind::Q4_K] {
+            let (m, k) = (35, 3 * kind.block_values());
             let w: Vec<u8> = (0..m).flat_map(|_| random_row(kind.dtype(), k, &mut rng)).collect();
             let released = std::sync::Mutex::new(Vec::new());
             let packed = PackedWeight::pack(kind, &w, m, k, &|r| released.lock().unwrap().push(r)).unwrap();
@@ -363,8 +491,8 @@ mod tests {
                 assert_eq!(packed.row(row).unwrap(), &w[row * wrow..(row + 1) * wrow], "{kind:?} row {row}");
             }
             assert!(packed.row(m).is_none());
-            // Every source byte is released once copied.
-            assert_eq!(*released.lock().unwrap(), vec![0..w.len()]);
+            // Every source byte is released once copied, and all of it again at the end.
+            assert_eq!(*released.lock().unwrap(), vec![0..w.len(), 0..w.len()]);
         }
     }
 

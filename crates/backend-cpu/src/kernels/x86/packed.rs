@@ -5,8 +5,8 @@
 
 use std::arch::x86_64::*;
 
-use super::super::packed::{PackKind, PackedRows, PackedWeight, ROWS};
-use super::load32;
+use super::super::packed::{high_mask, PackKind, PackedRows, PackedWeight, ROWS};
+use super::{load16, load32};
 
 /// Rows `rows` of `x` against group `g` of `w`, into `out` (one entry per row).
 ///
@@ -35,12 +35,25 @@ pub(in crate::kernels) unsafe fn tile(
                 (PackKind::Q8_0, 3) => tile_n::<3, 2>(w, g, x, rows, out),
                 (PackKind::Q8_0, 2) => tile_n::<2, 2>(w, g, x, rows, out),
                 (PackKind::Q8_0, _) => tile_n::<1, 2>(w, g, x, rows, out),
+                (PackKind::Q5_0, 4) => tile_n::<4, 3>(w, g, x, rows, out),
+                (PackKind::Q5_0, 3) => tile_n::<3, 3>(w, g, x, rows, out),
+                (PackKind::Q5_0, 2) => tile_n::<2, 3>(w, g, x, rows, out),
+                (PackKind::Q5_0, _) => tile_n::<1, 3>(w, g, x, rows, out),
+                (PackKind::Q5_1, 4) => tile_n::<4, 4>(w, g, x, rows, out),
+                (PackKind::Q5_1, 3) => tile_n::<3, 4>(w, g, x, rows, out),
+                (PackKind::Q5_1, 2) => tile_n::<2, 4>(w, g, x, rows, out),
+                (PackKind::Q5_1, _) => tile_n::<1, 4>(w, g, x, rows, out),
+                (PackKind::Q4_K, 4) => tile_q4_k::<4>(w, g, x, rows, out),
+                (PackKind::Q4_K, 3) => tile_q4_k::<3>(w, g, x, rows, out),
+                (PackKind::Q4_K, 2) => tile_q4_k::<2>(w, g, x, rows, out),
+                (PackKind::Q4_K, _) => tile_q4_k::<1>(w, g, x, rows, out),
             }
         }
     }
 }
 
-/// [`tile`] for `NR` activation rows and the packed kind `K` (0: Q4_0, 1: Q4_1, 2: Q8_0).
+/// [`tile`] for `NR` activation rows and the packed kind `K` (0: Q4_0, 1: Q4_1, 2: Q8_0, 3: Q5_0,
+/// 4: Q5_1).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn tile_n<const NR: usize, const K: u8>(
     w: &PackedWeight,
@@ -49,8 +62,8 @@ fn tile_n<const NR: usize, const K: u8>(
     rows: &[usize],
     out: &mut [[f32; ROWS]],
 ) {
-    let kind = [PackKind::Q4_0, PackKind::Q4_1, PackKind::Q8_0][K as usize];
-    let (mins, bytes8) = (K == 1, K == 2);
+    let kind = [PackKind::Q4_0, PackKind::Q4_1, PackKind::Q8_0, PackKind::Q5_0, PackKind::Q5_1][K as usize];
+    let (mins, bytes8, high) = (K == 1 || K == 4, K == 2, K >= 3);
     let nb = w.nb;
     let group = w.group(g);
     let qb = kind.quant_bytes();
@@ -82,6 +95,12 @@ fn tile_n<const NR: usize, const K: u8>(
                 let v = load512(q, 64 * j);
                 wv[j] = _mm512_and_si512(v, low);
                 wv[j + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
+            }
+            if high {
+                let sixteen = _mm512_set1_epi8(16);
+                for (i, v) in wv.iter_mut().enumerate() {
+                    *v = _mm512_or_si512(*v, _mm512_maskz_mov_epi8(high_mask(q, i), sixteen));
+                }
             }
         }
         let dw = _mm512_cvtph_ps(load32(ds, b * 32));
@@ -120,6 +139,76 @@ fn tile_n<const NR: usize, const K: u8>(
     }
 }
 
+/// [`tile`] for `NR` activation rows of Q8_K against packed Q4_K: per sub-block of 32 values an
+/// exact sum, times its 6-bit scale, summed per super-block; the mins meet the activation's
+/// sub-block sums.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn tile_q4_k<const NR: usize>(w: &PackedWeight, g: usize, x: &PackedRows, rows: &[usize], out: &mut [[f32; ROWS]]) {
+    let nb = w.nb;
+    let group = w.group(g);
+    let qb = PackKind::Q4_K.quant_bytes();
+    assert!(w.kind == PackKind::Q4_K && group.len() >= w.kind.group_bytes(nb));
+    assert!(rows.len() == NR && out.len() >= NR && x.nb == nb);
+    let xq: [*const u8; NR] = std::array::from_fn(|r| {
+        let n = rows[r];
+        assert!((n + 1) * x.row_bytes <= x.q.len() && (n + 1) * nb <= x.d.len() && (n + 1) * nb * 8 <= x.sub.len());
+        x.q[n * x.row_bytes + x.quants_at..].as_ptr()
+    });
+    let xd: [&[f32]; NR] = std::array::from_fn(|r| &x.d[rows[r] * nb..(rows[r] + 1) * nb]);
+    let xsub: [&[i32]; NR] = std::array::from_fn(|r| &x.sub[rows[r] * nb * 8..(rows[r] + 1) * nb * 8]);
+    let (quants, scales) = group.split_at(nb * qb);
+    let (ds, ms) = scales.split_at(nb * 32);
+    let low = _mm512_set1_epi8(0x0F);
+    let mut acc = [_mm512_setzero_ps(); NR];
+    let mut off = [_mm512_setzero_ps(); NR];
+    for b in 0..nb {
+        let q = &quants[b * qb..(b + 1) * qb];
+        let mut isum = [_mm512_setzero_si512(); NR];
+        for j in 0..4 {
+            let mut lo = [_mm512_setzero_si512(); NR];
+            let mut hi = [_mm512_setzero_si512(); NR];
+            for wd in 0..8 {
+                let v = load512(q, (8 * j + wd) * 64);
+                let (vl, vh) = (_mm512_and_si512(v, low), _mm512_and_si512(_mm512_srli_epi16::<4>(v), low));
+                for r in 0..NR {
+                    // SAFETY: row `rows[r]` holds `nb` blocks of 256 quants (checked above), and
+                    // `64j + 4wd + 32 + 4 <= 256`.
+                    let word = |at: usize| unsafe {
+                        _mm512_set1_epi32(
+                            xq[r].add(b * x.block_bytes + 64 * j + 4 * wd + at).cast::<i32>().read_unaligned(),
+                        )
+                    };
+                    lo[r] = _mm512_dpbusd_epi32(lo[r], vl, word(0));
+                    hi[r] = _mm512_dpbusd_epi32(hi[r], vh, word(32));
+                }
+            }
+            let sc_lo = _mm512_cvtepu8_epi32(load16(q, 2048 + 16 * (2 * j)));
+            let sc_hi = _mm512_cvtepu8_epi32(load16(q, 2048 + 16 * (2 * j + 1)));
+            for r in 0..NR {
+                let scaled = _mm512_add_epi32(_mm512_mullo_epi32(lo[r], sc_lo), _mm512_mullo_epi32(hi[r], sc_hi));
+                isum[r] = _mm512_add_epi32(isum[r], scaled);
+            }
+        }
+        let mins: [__m512i; 8] = std::array::from_fn(|sub| _mm512_cvtepu8_epi32(load16(q, 2048 + 128 + 16 * sub)));
+        let dw = _mm512_cvtph_ps(load32(ds, b * 32));
+        let dmin = _mm512_cvtph_ps(load32(ms, b * 32));
+        for r in 0..NR {
+            let sums = &xsub[r][8 * b..8 * b + 8];
+            let mut summs = _mm512_setzero_si512();
+            for (m, &s) in mins.iter().zip(sums) {
+                summs = _mm512_add_epi32(summs, _mm512_mullo_epi32(*m, _mm512_set1_epi32(s)));
+            }
+            let dx = _mm512_set1_ps(xd[r][b]);
+            acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(isum[r]), acc[r]);
+            off[r] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dx), _mm512_cvtepi32_ps(summs), off[r]);
+        }
+    }
+    for r in 0..NR {
+        // SAFETY: `out[r]` holds 16 writable f32; the store is unaligned.
+        unsafe { _mm512_storeu_ps(out[r].as_mut_ptr(), _mm512_add_ps(acc[r], off[r])) };
+    }
+}
+
 /// 64 bytes of `b` from `at` (bounds-checked).
 #[target_feature(enable = "avx512f")]
 #[inline]
@@ -144,9 +233,10 @@ mod tests {
             return;
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(12);
-        for kind in [PackKind::Q4_0, PackKind::Q4_1, PackKind::Q8_0] {
+        for kind in [PackKind::Q4_0, PackKind::Q4_1, PackKind::Q5_0, PackKind::Q5_1, PackKind::Q8_0, PackKind::Q4_K] {
             let tile = kernels.packed(kind.dtype()).unwrap();
             for (m, k, n) in [(1, 32, 1), (19, 96, 7), (40, 288, 5), (16, 64, 4)] {
+                let k = k * kind.block_values() / 32;
                 let w: Vec<u8> = (0..m).flat_map(|_| random_row(kind.dtype(), k, &mut rng)).collect();
                 let x = random_f32(n * k, &mut rng);
                 let packed = PackedWeight::pack(kind, &w, m, k, &|_| {}).unwrap();
