@@ -11,7 +11,7 @@
 //! - `CpuBackend::new(threads)` computes on its own pool of `threads` threads (0: one per core)
 //!   with the best [`Isa`] the CPU has; [`CpuBackend::with_isa`] pins one (tests, comparisons).
 //! - `map_host` always works and is zero-copy: a memory-mapped model file is read in place. On
-//!   AVX-512 VNNI, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K weights are repacked once, on first use, for sixteen-row
+//!   AVX-512 VNNI, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q6_K weights are repacked once, on first use, for sixteen-row
 //!   kernels, and the mapped source is told to release its pages as they are copied.
 //!   Mapped buffers are read-only (uploads and stores into them are errors). Tensors may sit at
 //!   any offset; F32 data at 4-byte aligned offsets is read in place, otherwise copied per use.

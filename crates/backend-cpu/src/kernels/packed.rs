@@ -22,6 +22,9 @@
 //!   `32j + 4w..32j + 4w + 4` of row `r`'s 128 quant bytes (low nibbles: sub-block `2j`, high:
 //!   `2j + 1`), then the eight 6-bit scales and the eight mins of every row as bytes (`16s + r`);
 //!   the super-block scales `d` and `dmin` take the places of Q4_1's `d` and `m`.
+//! - Q6_K (super-blocks of 256): the values plus 32 as bytes, word `j` (0..64) holding values
+//!   `4j..4j + 4` (22% more than the source's 6 bits: four bit planes would cost the decode more
+//!   than the memory), then the sixteen signed 8-bit scales of every row (`16g + r`).
 //!
 //! Every row's block sum is the same exact integer as the block kernels' (the offset, 8 or 128,
 //! is taken back out with the activation block's exact sum); only the order of the f32
@@ -51,6 +54,7 @@ pub(crate) enum PackKind {
     Q5_1,
     Q8_0,
     Q4_K,
+    Q6_K,
 }
 
 impl PackKind {
@@ -62,6 +66,7 @@ impl PackKind {
             DType::Q5_1 => Some(PackKind::Q5_1),
             DType::Q8_0 => Some(PackKind::Q8_0),
             DType::Q4_K => Some(PackKind::Q4_K),
+            DType::Q6_K => Some(PackKind::Q6_K),
             _ => None,
         }
     }
@@ -75,6 +80,7 @@ impl PackKind {
             PackKind::Q5_1 => DType::Q5_1,
             PackKind::Q8_0 => DType::Q8_0,
             PackKind::Q4_K => DType::Q4_K,
+            PackKind::Q6_K => DType::Q6_K,
         }
     }
 
@@ -87,12 +93,37 @@ impl PackKind {
             PackKind::Q5_1 => 24,
             PackKind::Q8_0 => 34,
             PackKind::Q4_K => 144,
+            PackKind::Q6_K => 210,
+        }
+    }
+
+    /// Whether blocks are K-quant super-blocks of 256 values (met by Q8_K activations).
+    pub(crate) fn super_blocks(self) -> bool {
+        matches!(self, PackKind::Q4_K | PackKind::Q6_K)
+    }
+
+    /// Activation sums kept per block: Q4_K's eight 32-value sub-blocks, Q6_K's sixteen
+    /// 16-value groups.
+    pub(crate) fn sums_per_block(self) -> usize {
+        match self {
+            PackKind::Q4_K => 8,
+            PackKind::Q6_K => 16,
+            _ => 0,
+        }
+    }
+
+    /// Where a source block's f16 scale is.
+    fn d_at(self) -> usize {
+        if self == PackKind::Q6_K {
+            208
+        } else {
+            0
         }
     }
 
     /// Values per block.
     pub(crate) fn block_values(self) -> usize {
-        if self == PackKind::Q4_K {
+        if self.super_blocks() {
             QK_K
         } else {
             QK
@@ -106,6 +137,7 @@ impl PackKind {
             PackKind::Q5_0 | PackKind::Q5_1 => 4 * 64 + 8 * 8,
             PackKind::Q4_0 | PackKind::Q4_1 => 4 * 64,
             PackKind::Q4_K => 32 * 64 + 2 * 128,
+            PackKind::Q6_K => 64 * 64 + 256,
         }
     }
 
@@ -122,6 +154,7 @@ impl PackKind {
             PackKind::Q5_0 => 6,
             PackKind::Q5_1 => 8,
             PackKind::Q4_K => 16,
+            PackKind::Q6_K => 0,
         }
     }
 
@@ -136,6 +169,7 @@ impl PackKind {
             PackKind::Q4_0 => 8,
             PackKind::Q5_0 => 16,
             PackKind::Q4_1 | PackKind::Q5_1 | PackKind::Q4_K => 0,
+            PackKind::Q6_K => 32,
             PackKind::Q8_0 => 128,
         }
     }
@@ -220,8 +254,25 @@ impl PackedWeight {
         let (ds, ms) = scales.split_at(nb * 32);
         let mut out = Vec::with_capacity(nb * kind.block_bytes());
         for b in 0..nb {
-            out.extend_from_slice(&ds[b * 32 + 2 * r..b * 32 + 2 * r + 2]);
             let q = &quants[b * qb..(b + 1) * qb];
+            if kind == PackKind::Q6_K {
+                let u: [u8; QK_K] = std::array::from_fn(|i| q[(i / 4) * 64 + 4 * r + i % 4]);
+                let (mut ql, mut qh) = ([0u8; 128], [0u8; 64]);
+                for c in 0..2 {
+                    for l in 0..32 {
+                        let v = [0, 32, 64, 96].map(|o| u[128 * c + l + o]);
+                        ql[64 * c + l] = (v[0] & 0x0F) | ((v[2] & 0x0F) << 4);
+                        ql[64 * c + l + 32] = (v[1] & 0x0F) | ((v[3] & 0x0F) << 4);
+                        qh[32 * c + l] = (v[0] >> 4) | ((v[1] >> 4) << 2) | ((v[2] >> 4) << 4) | ((v[3] >> 4) << 6);
+                    }
+                }
+                out.extend_from_slice(&ql);
+                out.extend_from_slice(&qh);
+                out.extend((0..16).map(|g| q[4096 + 16 * g + r]));
+                out.extend_from_slice(&ds[b * 32 + 2 * r..b * 32 + 2 * r + 2]);
+                continue;
+            }
+            out.extend_from_slice(&ds[b * 32 + 2 * r..b * 32 + 2 * r + 2]);
             if kind.has_mins() {
                 out.extend_from_slice(&ms[b * 32 + 2 * r..b * 32 + 2 * r + 2]);
             }
@@ -266,8 +317,18 @@ fn pack_group<'a>(kind: PackKind, nb: usize, rows: impl Iterator<Item = &'a [u8]
     let (ds, ms) = scales.split_at_mut(nb * 32);
     for (r, row) in rows.enumerate() {
         for (b, block) in row.chunks_exact(kind.block_bytes()).enumerate() {
-            ds[b * 32 + 2 * r..b * 32 + 2 * r + 2].copy_from_slice(&block[0..2]);
+            let d = kind.d_at();
+            ds[b * 32 + 2 * r..b * 32 + 2 * r + 2].copy_from_slice(&block[d..d + 2]);
             let q = &mut quants[b * qb..(b + 1) * qb];
+            if kind == PackKind::Q6_K {
+                for (i, u) in q6_k_values(block).into_iter().enumerate() {
+                    q[(i / 4) * 64 + 4 * r + i % 4] = u;
+                }
+                for g in 0..16 {
+                    q[4096 + 16 * g + r] = block[192 + g];
+                }
+                continue;
+            }
             if kind.has_mins() {
                 ms[b * 32 + 2 * r..b * 32 + 2 * r + 2].copy_from_slice(&block[2..4]);
             }
@@ -306,6 +367,22 @@ fn pack_group<'a>(kind: PackKind, nb: usize, rows: impl Iterator<Item = &'a [u8]
     }
 }
 
+/// The 256 values of a Q6_K block plus 32 (0..64), in order.
+fn q6_k_values(block: &[u8]) -> [u8; QK_K] {
+    let mut u = [0u8; QK_K];
+    for c in 0..2 {
+        let (ql, qh) = (&block[64 * c..64 * c + 64], &block[128 + 32 * c..128 + 32 * c + 32]);
+        for l in 0..32 {
+            let o = 128 * c + l;
+            u[o] = (ql[l] & 0x0F) | ((qh[l] & 3) << 4);
+            u[o + 32] = (ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4);
+            u[o + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+            u[o + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+        }
+    }
+    u
+}
+
 /// Mask `i` of a packed Q5 block's fifth bits.
 pub(crate) fn high_mask(q: &[u8], i: usize) -> u64 {
     let at = 256 + 8 * i;
@@ -330,7 +407,8 @@ pub(crate) struct PackedRows {
     pub d: Vec<f32>,
     pub s: Vec<f32>,
     pub c: Vec<i32>,
-    /// Q8_K (Q4_K weights): the sums of each 32-value sub-block's quants, eight per block.
+    /// Q8_K: the sums of the quants of each 32-value sub-block (Q4_K, eight per block) or of each
+    /// 16-value group (Q6_K, sixteen per block).
     pub sub: Vec<i32>,
     pub nb: usize,
 }
@@ -343,7 +421,7 @@ impl PackedRows {
         k: usize,
         quantize: impl Fn(DType, &[f32], &mut [u8]) + Sync,
     ) -> PackedRows {
-        let super_blocks = kind == PackKind::Q4_K;
+        let super_blocks = kind.super_blocks();
         let (vdt, block_bytes, quants_at) = match (super_blocks, kind.has_mins()) {
             (true, _) => (DType::Q8_K, Q8_K_BYTES, Q8_K_QS),
             (false, true) => (DType::Q8_1, 36, 4),
@@ -362,7 +440,11 @@ impl PackedRows {
             let d = blocks.clone().map(|b| super::f32_at(b, 0)).collect();
             let bsum =
                 |b: &[u8], i: usize| i16::from_le_bytes([b[Q8_K_BSUMS + 2 * i], b[Q8_K_BSUMS + 2 * i + 1]]) as i32;
-            let sub = blocks.flat_map(|b| (0..8).map(move |s| bsum(b, 2 * s) + bsum(b, 2 * s + 1))).collect();
+            // Q8_K keeps a sum per 16 values; a sum covers `width` of them.
+            let per = kind.sums_per_block();
+            let width = 16 / per;
+            let sub =
+                blocks.flat_map(|b| (0..per).map(move |i| (0..width).map(|t| bsum(b, width * i + t)).sum())).collect();
             let c = vec![0; n * nb];
             return PackedRows { q, row_bytes, block_bytes, quants_at, d, s: Vec::new(), c, sub, nb };
         }
@@ -391,6 +473,23 @@ pub(crate) fn tile_scalar(w: &PackedWeight, g: usize, x: &PackedRows, rows: &[us
             let xb = &x.q[n * x.row_bytes + b * x.block_bytes + x.quants_at..][..kind.block_values()];
             let q = &quants[b * qb..(b + 1) * qb];
             let (dx, c) = (x.d[n * nb + b], x.c[n * nb + b]);
+            if kind == PackKind::Q6_K {
+                for r in 0..ROWS {
+                    let mut isum = 0i32;
+                    for g in 0..16 {
+                        let mut dot = 0i32;
+                        for (l, &xv) in xb[16 * g..16 * g + 16].iter().enumerate() {
+                            let i = 16 * g + l;
+                            dot += q[(i / 4) * 64 + 4 * r + i % 4] as i32 * xv as i8 as i32;
+                        }
+                        let sc = q[4096 + 16 * g + r] as i8 as i32;
+                        isum += sc * (dot - 32 * x.sub[(n * nb + b) * 16 + g]);
+                    }
+                    let dw = super::f16_at(ds, b * 32 + 2 * r);
+                    acc[r] = (dw * dx).mul_add(isum as f32, acc[r]);
+                }
+                continue;
+            }
             if kind == PackKind::Q4_K {
                 for r in 0..ROWS {
                     let (mut isum, mut summs) = (0i32, 0i32);
@@ -447,7 +546,15 @@ mod tests {
     #[test]
     fn packed_reference_matches_the_block_kernels_at_odd_shapes() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        for kind in [PackKind::Q4_0, PackKind::Q4_1, PackKind::Q5_0, PackKind::Q5_1, PackKind::Q8_0, PackKind::Q4_K] {
+        for kind in [
+            PackKind::Q4_0,
+            PackKind::Q4_1,
+            PackKind::Q5_0,
+            PackKind::Q5_1,
+            PackKind::Q8_0,
+            PackKind::Q4_K,
+            PackKind::Q6_K,
+        ] {
             let wtype = kind.dtype();
             for (m, k, n) in [(1, 32, 1), (17, 96, 3), (33, 256, 2), (16, 64, 5)] {
                 let k = k * kind.block_values() / 32;
@@ -481,7 +588,15 @@ mod tests {
     #[test]
     fn rows_read_back_from_a_packed_weight_are_the_original_bytes() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(13);
-        for kind in [PackKind::Q4_0, PackKind::Q4_1, PackKind::Q5_0, PackKind::Q5_1, PackKind::Q8_0, PackKind::Q4_K] {
+        for kind in [
+            PackKind::Q4_0,
+            PackKind::Q4_1,
+            PackKind::Q5_0,
+            PackKind::Q5_1,
+            PackKind::Q8_0,
+            PackKind::Q4_K,
+            PackKind::Q6_K,
+        ] {
             let (m, k) = (35, 3 * kind.block_values());
             let w: Vec<u8> = (0..m).flat_map(|_| random_row(kind.dtype(), k, &mut rng)).collect();
             let released = std::sync::Mutex::new(Vec::new());

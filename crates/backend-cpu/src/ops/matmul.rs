@@ -209,13 +209,13 @@ mod tests {
         use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(2);
         let k = Kernels::new(Isa::detect()).unwrap();
-        for wtype in [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4_K] {
+        for wtype in [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4_K, DType::Q6_K] {
             let Some(tile) = k.packed(wtype) else {
                 eprintln!("no packed kernel for {wtype} here: skipped");
                 continue;
             };
             let kind = crate::kernels::packed::PackKind::of(wtype).unwrap();
-            let (m, cols, n) = (37, if wtype == DType::Q4_K { 512 } else { 288 }, 9);
+            let (m, cols, n) = (37, if matches!(wtype, DType::Q4_K | DType::Q6_K) { 512 } else { 288 }, 9);
             let w: Vec<u8> = (0..m).flat_map(|_| crate::kernels::testing::random_row(wtype, cols, &mut rng)).collect();
             let x = crate::kernels::testing::random_f32(n * cols, &mut rng);
             let packed = PackedWeight::pack(kind, &w, m, cols, &|_| {}).unwrap();

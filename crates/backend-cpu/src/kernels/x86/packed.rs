@@ -47,6 +47,10 @@ pub(in crate::kernels) unsafe fn tile(
                 (PackKind::Q4_K, 3) => tile_q4_k::<3>(w, g, x, rows, out),
                 (PackKind::Q4_K, 2) => tile_q4_k::<2>(w, g, x, rows, out),
                 (PackKind::Q4_K, _) => tile_q4_k::<1>(w, g, x, rows, out),
+                (PackKind::Q6_K, 4) => tile_q6_k::<4>(w, g, x, rows, out),
+                (PackKind::Q6_K, 3) => tile_q6_k::<3>(w, g, x, rows, out),
+                (PackKind::Q6_K, 2) => tile_q6_k::<2>(w, g, x, rows, out),
+                (PackKind::Q6_K, _) => tile_q6_k::<1>(w, g, x, rows, out),
             }
         }
     }
@@ -209,6 +213,56 @@ fn tile_q4_k<const NR: usize>(w: &PackedWeight, g: usize, x: &PackedRows, rows: 
     }
 }
 
+/// [`tile`] for `NR` activation rows of Q8_K against packed Q6_K: per group of 16 values an exact
+/// sum, less 32 times the activation group's sum, times its signed scale.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn tile_q6_k<const NR: usize>(w: &PackedWeight, g: usize, x: &PackedRows, rows: &[usize], out: &mut [[f32; ROWS]]) {
+    let nb = w.nb;
+    let group = w.group(g);
+    let qb = PackKind::Q6_K.quant_bytes();
+    assert!(w.kind == PackKind::Q6_K && group.len() >= w.kind.group_bytes(nb));
+    assert!(rows.len() == NR && out.len() >= NR && x.nb == nb);
+    let xq: [*const u8; NR] = std::array::from_fn(|r| {
+        let n = rows[r];
+        assert!((n + 1) * x.row_bytes <= x.q.len() && (n + 1) * nb <= x.d.len() && (n + 1) * nb * 16 <= x.sub.len());
+        x.q[n * x.row_bytes + x.quants_at..].as_ptr()
+    });
+    let xd: [&[f32]; NR] = std::array::from_fn(|r| &x.d[rows[r] * nb..(rows[r] + 1) * nb]);
+    let xsub: [&[i32]; NR] = std::array::from_fn(|r| &x.sub[rows[r] * nb * 16..(rows[r] + 1) * nb * 16]);
+    let (quants, ds) = group.split_at(nb * qb);
+    let mut acc = [_mm512_setzero_ps(); NR];
+    for b in 0..nb {
+        let q = &quants[b * qb..(b + 1) * qb];
+        let mut isum = [_mm512_setzero_si512(); NR];
+        for gr in 0..16 {
+            let sc = _mm512_cvtepi8_epi32(load16(q, 4096 + 16 * gr));
+            let wv: [__m512i; 4] = std::array::from_fn(|t| load512(q, (4 * gr + t) * 64));
+            for r in 0..NR {
+                // SAFETY: row `rows[r]` holds `nb` blocks of 256 quants (checked above), and
+                // `16gr + 4t + 4 <= 256`.
+                let word = |t: usize| unsafe {
+                    _mm512_set1_epi32(xq[r].add(b * x.block_bytes + 16 * gr + 4 * t).cast::<i32>().read_unaligned())
+                };
+                let mut s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[0], word(0));
+                s = _mm512_dpbusd_epi32(s, wv[1], word(1));
+                s = _mm512_dpbusd_epi32(s, wv[2], word(2));
+                s = _mm512_dpbusd_epi32(s, wv[3], word(3));
+                s = _mm512_sub_epi32(s, _mm512_set1_epi32(32 * xsub[r][16 * b + gr]));
+                isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(s, sc));
+            }
+        }
+        let dw = _mm512_cvtph_ps(load32(ds, b * 32));
+        for r in 0..NR {
+            let d = _mm512_mul_ps(dw, _mm512_set1_ps(xd[r][b]));
+            acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(isum[r]), acc[r]);
+        }
+    }
+    for r in 0..NR {
+        // SAFETY: `out[r]` holds 16 writable f32; the store is unaligned.
+        unsafe { _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]) };
+    }
+}
+
 /// 64 bytes of `b` from `at` (bounds-checked).
 #[target_feature(enable = "avx512f")]
 #[inline]
@@ -233,7 +287,15 @@ mod tests {
             return;
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(12);
-        for kind in [PackKind::Q4_0, PackKind::Q4_1, PackKind::Q5_0, PackKind::Q5_1, PackKind::Q8_0, PackKind::Q4_K] {
+        for kind in [
+            PackKind::Q4_0,
+            PackKind::Q4_1,
+            PackKind::Q5_0,
+            PackKind::Q5_1,
+            PackKind::Q8_0,
+            PackKind::Q4_K,
+            PackKind::Q6_K,
+        ] {
             let tile = kernels.packed(kind.dtype()).unwrap();
             for (m, k, n) in [(1, 32, 1), (19, 96, 7), (40, 288, 5), (16, 64, 4)] {
                 let k = k * kind.block_values() / 32;
