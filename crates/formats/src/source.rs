@@ -67,16 +67,9 @@ impl TensorBytes {
     /// outside these bytes, are left alone.
     pub fn release_pages(&self, part: Range<usize>) {
         if let Inner::Mapped { map, range } = &self.inner {
-            // Dropped pages of an anonymous mapping would read back as zeros.
-            if !map.from_file || part.start > part.end || part.end > range.len() {
-                return;
+            if part.start <= part.end && part.end <= range.len() {
+                map.release_pages(range.start + part.start..range.start + part.end);
             }
-            // SAFETY: the map is a read-only shared mapping of a file, so dropped pages read back
-            // unchanged from the file; nothing can observe the advice except as page faults. An
-            // error (advice refused) changes nothing, so it is ignored.
-            let _ = unsafe {
-                map.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start + part.start, part.len())
-            };
         }
     }
 
@@ -185,6 +178,22 @@ impl ModelSource {
 pub(crate) struct Mapping {
     map: memmap2::Mmap,
     from_file: bool,
+}
+
+impl Mapping {
+    /// Drops the resident pages of `range` from this process; they are read from the file again
+    /// if touched. Does nothing to an anonymous mapping, whose dropped pages would read back as
+    /// zeros, or to a range outside the mapping.
+    pub(crate) fn release_pages(&self, range: Range<usize>) {
+        if !self.from_file || range.start > range.end || range.end > self.map.len() {
+            return;
+        }
+        // SAFETY: the map is a read-only shared mapping of a file, so dropped pages read back
+        // unchanged from the file; nothing can observe the advice except as page faults. An
+        // error (advice refused) changes nothing, so it is ignored.
+        let _ =
+            unsafe { self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.len()) };
+    }
 }
 
 impl std::ops::Deref for Mapping {

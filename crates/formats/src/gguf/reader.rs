@@ -349,6 +349,10 @@ fn check_overlaps(tensors: &[TensorLayout]) -> Result<()> {
 /// Builds a [`ModelSource`] over a mapped GGUF image.
 pub(crate) fn parse(map: Arc<crate::source::Mapping>, path: &Path) -> std::result::Result<ModelSource, FormatError> {
     let layout = parse_layout(&map).map_err(|e| e.into_format_error(path))?;
+    // Everything before the first tensor (metadata, the tokenizer's vocabulary) is now copied
+    // out; its pages need not stay resident.
+    let data_start = layout.tensors.iter().map(|t| t.range.start).min().unwrap_or(map.len());
+    map.release_pages(0..data_start);
     let tensors = layout
         .tensors
         .into_iter()

@@ -417,6 +417,28 @@ mod tests {
     }
 
     #[test]
+    fn released_pages_read_back_unchanged_from_a_file_and_from_memory() {
+        let data: Vec<u8> = (0..3 * 4096 + 100).map(|i| (i * 7 % 251) as u8 + 1).collect();
+        let mut w = GgufWriter::new();
+        w.add_metadata("general.name", Value::String("x".repeat(5000))).unwrap();
+        w.add_tensor("t", DType::F32, Shape::from([data.len() / 4]), data[..data.len() / 4 * 4].to_vec()).unwrap();
+        let bytes = w.to_bytes().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        std::fs::write(&path, &bytes).unwrap();
+        // Opening a file releases its metadata pages; an anonymous mapping must not be touched.
+        for src in [ModelSource::open(&path).unwrap(), ModelSource::open_gguf_bytes(&bytes).unwrap()] {
+            let t = src.tensor("t").unwrap();
+            let want = &data[..data.len() / 4 * 4];
+            assert_eq!(t.bytes.as_ref(), want);
+            t.bytes.release_pages(0..want.len());
+            t.bytes.release_pages(5..want.len() + 1);
+            assert_eq!(t.bytes.as_ref(), want);
+            assert_eq!(src.metadata.get("general.name"), Some(&Value::String("x".repeat(5000))));
+        }
+    }
+
+    #[test]
     fn alignment_is_honoured() {
         let mut w = GgufWriter::new();
         w.set_alignment(64).unwrap();
