@@ -110,13 +110,50 @@ pub(crate) fn axpy_f16(out: &mut [f32], p: f32, v: &[u8]) {
     }
 }
 
-/// The float helpers of one instruction set.
-#[derive(Clone, Copy)]
-pub(crate) struct VecFns {
-    pub dot_f32: fn(&[f32], &[f32]) -> f32,
-    pub dot_f16: fn(&[f32], &[u8]) -> f32,
-    pub axpy_f32: fn(&mut [f32], f32, &[f32]),
-    pub axpy_f16: fn(&mut [f32], f32, &[u8]),
+/// `out[i] = q · k[at[i]..at[i] + q.len()]` for f32 key rows.
+fn dot_rows_f32(q: &[f32], k: &[f32], at: &[usize], out: &mut [f32]) {
+    for (o, &a) in out.iter_mut().zip(at) {
+        *o = dot_f32_f32(q, &k[a..a + q.len()]);
+    }
 }
 
-pub(crate) const SCALAR_VEC_FNS: VecFns = VecFns { dot_f32: dot_f32_f32, dot_f16: dot_f32_f16, axpy_f32, axpy_f16 };
+/// [`dot_rows_f32`] for f16 key rows (`at` counts elements, not bytes).
+fn dot_rows_f16(q: &[f32], k: &[u8], at: &[usize], out: &mut [f32]) {
+    for (o, &a) in out.iter_mut().zip(at) {
+        *o = dot_f32_f16(q, &k[2 * a..2 * (a + q.len())]);
+    }
+}
+
+/// `out += p[i] * v[at[i]..at[i] + out.len()]`, row after row, for f32 value rows.
+fn axpy_rows_f32(out: &mut [f32], p: &[f32], v: &[f32], at: &[usize]) {
+    for (&p, &a) in p.iter().zip(at) {
+        axpy_f32(out, p, &v[a..a + out.len()]);
+    }
+}
+
+/// [`axpy_rows_f32`] for f16 value rows (`at` counts elements, not bytes).
+fn axpy_rows_f16(out: &mut [f32], p: &[f32], v: &[u8], at: &[usize]) {
+    for (&p, &a) in p.iter().zip(at) {
+        axpy_f16(out, p, &v[2 * a..2 * (a + out.len())]);
+    }
+}
+
+/// The float helpers of one instruction set, over many cache rows per call (one head of one
+/// query): each row's result is what the one-row helper (`dot_f32_f32`, `axpy_f16`, ...) of the
+/// same instruction set computes, and `axpy` adds the rows in the order given.
+#[derive(Clone, Copy)]
+pub(crate) struct VecFns {
+    pub dot_f32: DotRows<f32>,
+    pub dot_f16: DotRows<u8>,
+    pub axpy_f32: AxpyRows<f32>,
+    pub axpy_f16: AxpyRows<u8>,
+}
+
+/// `out[i] = q · (key row at element at[i])`, over f32 keys or the bytes of f16 keys.
+pub(crate) type DotRows<K> = fn(q: &[f32], k: &[K], at: &[usize], out: &mut [f32]);
+
+/// `out += p[i] * (value row at element at[i])` for every row in order.
+pub(crate) type AxpyRows<V> = fn(out: &mut [f32], p: &[f32], v: &[V], at: &[usize]);
+
+pub(crate) const SCALAR_VEC_FNS: VecFns =
+    VecFns { dot_f32: dot_rows_f32, dot_f16: dot_rows_f16, axpy_f32: axpy_rows_f32, axpy_f16: axpy_rows_f16 };

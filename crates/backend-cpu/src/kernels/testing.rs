@@ -123,20 +123,42 @@ pub(crate) fn check_tile(w: DType, f: DotFn, tile: Dot4x2Fn) {
 /// Checks the attention helpers of an instruction set against the scalar ones.
 pub(crate) fn check_vec_fns(v: VecFns) {
     let mut rng = StdRng::seed_from_u64(99);
-    for n in [1usize, 7, 8, 16, 33, 64, 100] {
+    for n in [1usize, 7, 8, 16, 33, 64, 100, 136] {
+        // Three rows of a cache of five, out of order, with a repeat.
         let q = random_f32(n, &mut rng);
-        let k = random_f32(n, &mut rng);
+        let k = random_f32(5 * n, &mut rng);
         let kh: Vec<u8> = k.iter().flat_map(|x| f16::from_f32(*x).to_le_bytes()).collect();
+        let at = [3 * n, 0, 3 * n, n];
+        let p = random_f32(at.len(), &mut rng);
         let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * (b.abs() + n as f32);
-        assert!(close((v.dot_f32)(&q, &k), (SCALAR_VEC_FNS.dot_f32)(&q, &k)), "dot_f32 n={n}");
-        assert!(close((v.dot_f16)(&q, &kh), (SCALAR_VEC_FNS.dot_f16)(&q, &kh)), "dot_f16 n={n}");
+        let (mut a, mut b) = (vec![0f32; at.len()], vec![0f32; at.len()]);
+        (v.dot_f32)(&q, &k, &at, &mut a);
+        (SCALAR_VEC_FNS.dot_f32)(&q, &k, &at, &mut b);
+        assert!(a.iter().zip(&b).all(|(x, y)| close(*x, *y)), "dot_f32 n={n}");
+        (v.dot_f16)(&q, &kh, &at, &mut a);
+        (SCALAR_VEC_FNS.dot_f16)(&q, &kh, &at, &mut b);
+        assert!(a.iter().zip(&b).all(|(x, y)| close(*x, *y)), "dot_f16 n={n}");
+        // Each row's result is the one-row call's: a row computed alone gives the same bits.
+        let mut one = [0f32];
+        (v.dot_f16)(&q, &kh, &at[1..2], &mut one);
+        assert_eq!(one[0].to_bits(), a[1].to_bits(), "dot_f16 alone n={n}");
         let (mut a, mut b) = (q.clone(), q.clone());
-        (v.axpy_f32)(&mut a, 0.7, &k);
-        (SCALAR_VEC_FNS.axpy_f32)(&mut b, 0.7, &k);
+        (v.axpy_f32)(&mut a, &p, &k, &at);
+        (SCALAR_VEC_FNS.axpy_f32)(&mut b, &p, &k, &at);
         assert!(a.iter().zip(&b).all(|(x, y)| close(*x, *y)), "axpy_f32 n={n}");
         let (mut a, mut b) = (q.clone(), q.clone());
-        (v.axpy_f16)(&mut a, -1.3, &kh);
-        (SCALAR_VEC_FNS.axpy_f16)(&mut b, -1.3, &kh);
+        (v.axpy_f16)(&mut a, &p, &kh, &at);
+        (SCALAR_VEC_FNS.axpy_f16)(&mut b, &p, &kh, &at);
         assert!(a.iter().zip(&b).all(|(x, y)| close(*x, *y)), "axpy_f16 n={n}");
+        // Rows added one call at a time give the same bits as all at once.
+        let mut c = q.clone();
+        for i in 0..at.len() {
+            (v.axpy_f16)(&mut c, &p[i..i + 1], &kh, &at[i..i + 1]);
+        }
+        assert_eq!(
+            c.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            "axpy_f16 split n={n}"
+        );
     }
 }

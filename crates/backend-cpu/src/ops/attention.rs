@@ -48,11 +48,13 @@ pub(crate) enum Layout<'a> {
     Paged { tables: &'a [i32], width: usize, block_size: usize },
 }
 
-/// Per-task scratch: the scores of one head, and the cache rows of the visible positions.
+/// Per-task scratch: the scores of one head, the cache rows of the visible positions, and where
+/// the head's slice of each starts.
 #[derive(Default)]
 struct Scratch {
     scores: Vec<f32>,
     rows: Vec<usize>,
+    at: Vec<usize>,
 }
 
 /// `q` is `[n, n_heads * head_dim]`; `k` and `v` are `[cache_rows, n_kv_heads * head_dim]`;
@@ -79,16 +81,16 @@ pub(crate) fn attention(
         return Ok(out);
     }
     let group = (heads / s.n_kv_heads).max(1);
-    let cache = Cache { vf, k, v, kv_width, head_dim: hd, scale: s.scale };
+    let cache = Cache { vf, k, v, kv_width, scale: s.scale };
     out.par_chunks_mut(hd).enumerate().for_each_init(Scratch::default, |scratch, (idx, o)| {
         let (n, head) = (idx / heads, idx % heads);
         let p = pos[n] as usize;
         let lo = s.window.map_or(0, |w| (p + 1).saturating_sub(w));
         let qrow = &q[n * width + head * hd..][..hd];
         let kv_off = (head / group) * hd;
-        let Scratch { scores, rows } = scratch;
+        let Scratch { scores, rows, at } = scratch;
         match layout {
-            Layout::Contiguous => cache.head(qrow, kv_off, lo..=p, scores, o),
+            Layout::Contiguous => cache.head(qrow, kv_off, lo..=p, scores, at, o),
             Layout::Paged { tables, width: blocks, block_size: bs } => {
                 // The cache rows of positions lo..=p, block by block.
                 rows.clear();
@@ -97,7 +99,7 @@ pub(crate) fn attention(
                     let (start, base) = (b * bs, block as usize * bs);
                     rows.extend((lo.max(start)..=p.min(start + bs - 1)).map(|j| base + j - start));
                 }
-                cache.head(qrow, kv_off, rows.iter().copied(), scores, o)
+                cache.head(qrow, kv_off, rows.iter().copied(), scores, at, o)
             }
         }
     });
@@ -140,7 +142,6 @@ struct Cache<'a, 'b> {
     k: &'a Kv<'b>,
     v: &'a Kv<'b>,
     kv_width: usize,
-    head_dim: usize,
     scale: f32,
 }
 
@@ -152,31 +153,40 @@ impl Cache<'_, '_> {
         &self,
         qrow: &[f32],
         kv_off: usize,
-        rows: impl Iterator<Item = usize> + Clone,
+        rows: impl Iterator<Item = usize>,
         scores: &mut Vec<f32>,
+        at: &mut Vec<usize>,
         o: &mut [f32],
     ) {
-        let (vf, hd) = (self.vf, self.head_dim);
-        let at = |j: usize| j * self.kv_width + kv_off;
+        let vf = self.vf;
+        // Where each visible row's slice of this head starts, in elements.
+        at.clear();
+        at.extend(rows.map(|j| j * self.kv_width + kv_off));
         scores.clear();
-        let mut max = f32::NEG_INFINITY;
-        for j in rows.clone() {
-            let dot = match self.k {
-                Kv::F32(k) => (vf.dot_f32)(qrow, &k[at(j)..][..hd]),
-                Kv::F16(k) => (vf.dot_f16)(qrow, &k[2 * at(j)..][..2 * hd]),
-            };
-            let score = self.scale * dot;
-            max = max.max(score);
-            scores.push(score);
+        scores.resize(at.len(), 0.0);
+        match self.k {
+            Kv::F32(k) => (vf.dot_f32)(qrow, k, at, scores),
+            Kv::F16(k) => (vf.dot_f16)(qrow, k, at, scores),
         }
-        let mut sum = 0f32;
-        for (j, &score) in rows.zip(scores.iter()) {
-            let e = (score - max).exp();
-            sum += e;
-            match self.v {
-                Kv::F32(v) => (vf.axpy_f32)(o, e, &v[at(j)..][..hd]),
-                Kv::F16(v) => (vf.axpy_f16)(o, e, &v[2 * at(j)..][..2 * hd]),
+        for s in scores.iter_mut() {
+            *s *= self.scale;
+        }
+        // The maximum is exact in any order: eight running maxima, not one serial chain.
+        let mut lanes = [f32::NEG_INFINITY; 8];
+        for chunk in scores.chunks(8) {
+            for (m, &s) in lanes.iter_mut().zip(chunk) {
+                *m = m.max(s);
             }
+        }
+        let max = lanes.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        match self.v {
+            Kv::F32(v) => (vf.axpy_f32)(o, scores, v, at),
+            Kv::F16(v) => (vf.axpy_f16)(o, scores, v, at),
         }
         let inv = 1.0 / sum;
         for x in o.iter_mut() {

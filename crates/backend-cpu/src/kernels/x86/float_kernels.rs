@@ -208,45 +208,100 @@ macro_rules! float_kernels {
             s
         }
 
-        #[target_feature(enable = $features)]
-        fn vdot_f32_impl(q: &[f32], k: &[f32]) -> f32 {
-            qk_dot::<false>(q, k, &[])
-        }
-        entry!(vdot_f32, vdot_f32_impl, q: &[f32], k: &[f32] => f32);
-
-        #[target_feature(enable = $features)]
-        fn vdot_f16_impl(q: &[f32], k: &[u8]) -> f32 {
-            qk_dot::<true>(q, &[], k)
-        }
-        entry!(vdot_f16, vdot_f16_impl, q: &[f32], k: &[u8] => f32);
-
-        /// `out += p * v` for an f32 (`F16 = false`) or f16 value row.
+        /// [`qk_dot`] of `q` with each key row at element `at[i]`.
         #[target_feature(enable = $features)]
         #[inline]
-        fn axpy<const F16: bool>(out: &mut [f32], p: f32, v: &[f32], vh: &[u8]) {
-            let n = if F16 { out.len().min(vh.len() / 2) } else { out.len().min(v.len()) };
-            let pv = _mm256_set1_ps(p);
-            let mut i = 0;
-            while i + 8 <= n {
-                let x = load_kv::<F16>(v, vh, i);
-                store_ps(out, i, _mm256_fmadd_ps(pv, x, load_ps(out, i)));
-                i += 8;
-            }
-            for j in i..n {
-                out[j] += p * if F16 { half::f16::from_le_bytes([vh[2 * j], vh[2 * j + 1]]).to_f32() } else { v[j] };
+        fn dot_rows<const F16: bool>(q: &[f32], k: &[f32], kh: &[u8], at: &[usize], out: &mut [f32]) {
+            let n = q.len();
+            for (o, &a) in out.iter_mut().zip(at) {
+                *o = if F16 { qk_dot::<true>(q, &[], &kh[2 * a..2 * (a + n)]) } else { qk_dot::<false>(q, &k[a..a + n], &[]) };
             }
         }
 
         #[target_feature(enable = $features)]
-        fn vaxpy_f32_impl(out: &mut [f32], p: f32, v: &[f32]) {
-            axpy::<false>(out, p, v, &[])
+        fn vdot_f32_impl(q: &[f32], k: &[f32], at: &[usize], out: &mut [f32]) {
+            dot_rows::<false>(q, k, &[], at, out)
         }
-        entry!(vaxpy_f32, vaxpy_f32_impl, out: &mut [f32], p: f32, v: &[f32] => ());
+        entry!(vdot_f32, vdot_f32_impl, q: &[f32], k: &[f32], at: &[usize], out: &mut [f32] => ());
 
         #[target_feature(enable = $features)]
-        fn vaxpy_f16_impl(out: &mut [f32], p: f32, v: &[u8]) {
-            axpy::<true>(out, p, &[], v)
+        fn vdot_f16_impl(q: &[f32], k: &[u8], at: &[usize], out: &mut [f32]) {
+            dot_rows::<true>(q, &[], k, at, out)
         }
-        entry!(vaxpy_f16, vaxpy_f16_impl, out: &mut [f32], p: f32, v: &[u8] => ());
+        entry!(vdot_f16, vdot_f16_impl, q: &[f32], k: &[u8], at: &[usize], out: &mut [f32] => ());
+
+        /// Eight values of the value row starting at element `a`, from element `i` of it.
+        #[target_feature(enable = $features)]
+        #[inline]
+        fn value8<const F16: bool>(v: &[f32], vh: &[u8], a: usize, i: usize) -> __m256 {
+            if F16 {
+                load_f16_ps(vh, 2 * (a + i))
+            } else {
+                load_ps(v, a + i)
+            }
+        }
+
+        /// `out[c..c + 8L] += p[i] * (row i)[c..c + 8L]` for every row in order, the `L`
+        /// accumulators in registers throughout: each element sees the same fused multiply-adds
+        /// in the same order as one row at a time.
+        #[target_feature(enable = $features)]
+        #[inline]
+        fn axpy_span<const F16: bool, const L: usize>(
+            out: &mut [f32],
+            c: usize,
+            p: &[f32],
+            v: &[f32],
+            vh: &[u8],
+            at: &[usize],
+        ) {
+            let mut acc = [_mm256_setzero_ps(); L];
+            for (l, a) in acc.iter_mut().enumerate() {
+                *a = load_ps(out, c + 8 * l);
+            }
+            for (&p, &a) in p.iter().zip(at) {
+                let pv = _mm256_set1_ps(p);
+                for (l, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm256_fmadd_ps(pv, value8::<F16>(v, vh, a, c + 8 * l), *acc);
+                }
+            }
+            for (l, a) in acc.iter().enumerate() {
+                store_ps(out, c + 8 * l, *a);
+            }
+        }
+
+        /// `out += p[i] * v[at[i]..]` for every row in order, for f32 (`F16 = false`) or f16
+        /// value rows.
+        #[target_feature(enable = $features)]
+        #[inline]
+        fn axpy_rows<const F16: bool>(out: &mut [f32], p: &[f32], v: &[f32], vh: &[u8], at: &[usize]) {
+            let n = out.len();
+            let mut c = 0;
+            while c + 64 <= n {
+                axpy_span::<F16, 8>(out, c, p, v, vh, at);
+                c += 64;
+            }
+            while c + 8 <= n {
+                axpy_span::<F16, 1>(out, c, p, v, vh, at);
+                c += 8;
+            }
+            for j in c..n {
+                for (&p, &a) in p.iter().zip(at) {
+                    let x = if F16 { half::f16::from_le_bytes([vh[2 * (a + j)], vh[2 * (a + j) + 1]]).to_f32() } else { v[a + j] };
+                    out[j] += p * x;
+                }
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        fn vaxpy_f32_impl(out: &mut [f32], p: &[f32], v: &[f32], at: &[usize]) {
+            axpy_rows::<false>(out, p, v, &[], at)
+        }
+        entry!(vaxpy_f32, vaxpy_f32_impl, out: &mut [f32], p: &[f32], v: &[f32], at: &[usize] => ());
+
+        #[target_feature(enable = $features)]
+        fn vaxpy_f16_impl(out: &mut [f32], p: &[f32], v: &[u8], at: &[usize]) {
+            axpy_rows::<true>(out, p, &[], v, at)
+        }
+        entry!(vaxpy_f16, vaxpy_f16_impl, out: &mut [f32], p: &[f32], v: &[u8], at: &[usize] => ());
     };
 }
