@@ -58,6 +58,17 @@ pub(crate) enum PackKind {
 }
 
 impl PackKind {
+    #[cfg(test)]
+    pub(crate) const ALL: [PackKind; 7] = [
+        PackKind::Q4_0,
+        PackKind::Q4_1,
+        PackKind::Q5_0,
+        PackKind::Q5_1,
+        PackKind::Q8_0,
+        PackKind::Q4_K,
+        PackKind::Q6_K,
+    ];
+
     pub(crate) fn of(w: DType) -> Option<PackKind> {
         match w {
             DType::Q4_0 => Some(PackKind::Q4_0),
@@ -546,15 +557,7 @@ mod tests {
     #[test]
     fn packed_reference_matches_the_block_kernels_at_odd_shapes() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        for kind in [
-            PackKind::Q4_0,
-            PackKind::Q4_1,
-            PackKind::Q5_0,
-            PackKind::Q5_1,
-            PackKind::Q8_0,
-            PackKind::Q4_K,
-            PackKind::Q6_K,
-        ] {
+        for kind in PackKind::ALL {
             let wtype = kind.dtype();
             for (m, k, n) in [(1, 32, 1), (17, 96, 3), (33, 256, 2), (16, 64, 5)] {
                 let k = k * kind.block_values() / 32;
@@ -588,15 +591,7 @@ mod tests {
     #[test]
     fn rows_read_back_from_a_packed_weight_are_the_original_bytes() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(13);
-        for kind in [
-            PackKind::Q4_0,
-            PackKind::Q4_1,
-            PackKind::Q5_0,
-            PackKind::Q5_1,
-            PackKind::Q8_0,
-            PackKind::Q4_K,
-            PackKind::Q6_K,
-        ] {
+        for kind in PackKind::ALL {
             let (m, k) = (35, 3 * kind.block_values());
             let w: Vec<u8> = (0..m).flat_map(|_| random_row(kind.dtype(), k, &mut rng)).collect();
             let released = std::sync::Mutex::new(Vec::new());

@@ -151,15 +151,7 @@ fn tile_q4_k<const NR: usize>(w: &PackedWeight, g: usize, x: &PackedRows, rows: 
     let nb = w.nb;
     let group = w.group(g);
     let qb = PackKind::Q4_K.quant_bytes();
-    assert!(w.kind == PackKind::Q4_K && group.len() >= w.kind.group_bytes(nb));
-    assert!(rows.len() == NR && out.len() >= NR && x.nb == nb);
-    let xq: [*const u8; NR] = std::array::from_fn(|r| {
-        let n = rows[r];
-        assert!((n + 1) * x.row_bytes <= x.q.len() && (n + 1) * nb <= x.d.len() && (n + 1) * nb * 8 <= x.sub.len());
-        x.q[n * x.row_bytes + x.quants_at..].as_ptr()
-    });
-    let xd: [&[f32]; NR] = std::array::from_fn(|r| &x.d[rows[r] * nb..(rows[r] + 1) * nb]);
-    let xsub: [&[i32]; NR] = std::array::from_fn(|r| &x.sub[rows[r] * nb * 8..(rows[r] + 1) * nb * 8]);
+    let (xq, xd, xsub) = super_rows::<NR>(w, PackKind::Q4_K, x, rows, out);
     let (quants, scales) = group.split_at(nb * qb);
     let (ds, ms) = scales.split_at(nb * 32);
     let low = _mm512_set1_epi8(0x0F);
@@ -220,15 +212,7 @@ fn tile_q6_k<const NR: usize>(w: &PackedWeight, g: usize, x: &PackedRows, rows: 
     let nb = w.nb;
     let group = w.group(g);
     let qb = PackKind::Q6_K.quant_bytes();
-    assert!(w.kind == PackKind::Q6_K && group.len() >= w.kind.group_bytes(nb));
-    assert!(rows.len() == NR && out.len() >= NR && x.nb == nb);
-    let xq: [*const u8; NR] = std::array::from_fn(|r| {
-        let n = rows[r];
-        assert!((n + 1) * x.row_bytes <= x.q.len() && (n + 1) * nb <= x.d.len() && (n + 1) * nb * 16 <= x.sub.len());
-        x.q[n * x.row_bytes + x.quants_at..].as_ptr()
-    });
-    let xd: [&[f32]; NR] = std::array::from_fn(|r| &x.d[rows[r] * nb..(rows[r] + 1) * nb]);
-    let xsub: [&[i32]; NR] = std::array::from_fn(|r| &x.sub[rows[r] * nb * 16..(rows[r] + 1) * nb * 16]);
+    let (xq, xd, xsub) = super_rows::<NR>(w, PackKind::Q6_K, x, rows, out);
     let (quants, ds) = group.split_at(nb * qb);
     let mut acc = [_mm512_setzero_ps(); NR];
     for b in 0..nb {
@@ -263,6 +247,29 @@ fn tile_q6_k<const NR: usize>(w: &PackedWeight, g: usize, x: &PackedRows, rows: 
     }
 }
 
+/// Checks a super-block kernel's arguments and gives, per activation row, where its quants
+/// start, its block scales and its activation sums. Every pointer a kernel derives from these
+/// stays inside the slices checked here.
+#[allow(clippy::type_complexity)]
+fn super_rows<'a, const NR: usize>(
+    w: &PackedWeight,
+    kind: PackKind,
+    x: &'a PackedRows,
+    rows: &[usize],
+    out: &[[f32; ROWS]],
+) -> ([*const u8; NR], [&'a [f32]; NR], [&'a [i32]; NR]) {
+    let (nb, per) = (w.nb, kind.sums_per_block());
+    assert!(w.kind == kind && rows.len() == NR && out.len() >= NR && x.nb == nb);
+    let xq = std::array::from_fn(|r| {
+        let n = rows[r];
+        assert!((n + 1) * x.row_bytes <= x.q.len() && (n + 1) * nb <= x.d.len() && (n + 1) * nb * per <= x.sub.len());
+        x.q[n * x.row_bytes + x.quants_at..].as_ptr()
+    });
+    let xd = std::array::from_fn(|r| &x.d[rows[r] * nb..(rows[r] + 1) * nb]);
+    let xsub = std::array::from_fn(|r| &x.sub[rows[r] * nb * per..(rows[r] + 1) * nb * per]);
+    (xq, xd, xsub)
+}
+
 /// 64 bytes of `b` from `at` (bounds-checked).
 #[target_feature(enable = "avx512f")]
 #[inline]
@@ -287,15 +294,7 @@ mod tests {
             return;
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(12);
-        for kind in [
-            PackKind::Q4_0,
-            PackKind::Q4_1,
-            PackKind::Q5_0,
-            PackKind::Q5_1,
-            PackKind::Q8_0,
-            PackKind::Q4_K,
-            PackKind::Q6_K,
-        ] {
+        for kind in PackKind::ALL {
             let tile = kernels.packed(kind.dtype()).unwrap();
             for (m, k, n) in [(1, 32, 1), (19, 96, 7), (40, 288, 5), (16, 64, 4)] {
                 let k = k * kind.block_values() / 32;
