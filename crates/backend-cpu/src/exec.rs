@@ -221,7 +221,7 @@ impl<'a> Walker<'a> {
     fn packed_weight(&self, id: NodeId, dtype: DType, m: usize, k: usize) -> Option<Arc<PackedWeight>> {
         let Value::Stored { buffer, offset, len } = *self.value(id).ok()? else { return None };
         let Some(Mem::Read(storage)) = self.mem.get(&buffer) else { return None };
-        let bytes = storage.bytes().get(offset..offset.checked_add(len)?)?;
+        let bytes = self.stored(buffer, offset, len).ok()?;
         let release = |r: std::ops::Range<usize>| storage.release_pages(offset + r.start..offset + r.end);
         self.packs.get(PackKey { buffer, offset, dtype, m, k }, bytes, &release)
     }

@@ -35,7 +35,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 use tessera_core::DType;
 
-use super::kquants::{Q8_K_BSUMS, Q8_K_BYTES, Q8_K_QS, QK_K};
+use super::kquants::{Q8_K_BSUMS, Q8_K_QS, QK_K};
 use super::legacy::QK;
 use crate::memory::Line;
 
@@ -82,7 +82,6 @@ impl PackKind {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn dtype(self) -> DType {
         match self {
             PackKind::Q4_0 => DType::Q4_0,
@@ -97,15 +96,7 @@ impl PackKind {
 
     /// Bytes of one source block (of one row).
     fn block_bytes(self) -> usize {
-        match self {
-            PackKind::Q4_0 => 18,
-            PackKind::Q4_1 => 20,
-            PackKind::Q5_0 => 22,
-            PackKind::Q5_1 => 24,
-            PackKind::Q8_0 => 34,
-            PackKind::Q4_K => 144,
-            PackKind::Q6_K => 210,
-        }
+        self.dtype().block_bytes()
     }
 
     /// Whether blocks are K-quant super-blocks of 256 values (met by Q8_K activations).
@@ -134,11 +125,7 @@ impl PackKind {
 
     /// Values per block.
     pub(crate) fn block_values(self) -> usize {
-        if self.super_blocks() {
-            QK_K
-        } else {
-            QK
-        }
+        self.dtype().block_len()
     }
 
     /// Bytes of the packed quants of one block of sixteen rows.
@@ -405,9 +392,10 @@ fn qs_at_high(kind: PackKind) -> usize {
     kind.quants_at() - 4
 }
 
-/// Activation rows converted for the packed kernels: the vec-dot type's blocks (Q8_0 for Q4_0
-/// and Q8_0 weights, Q8_1 for Q4_1) and, per block, the scale as f32, the Q8_1 sum term as f32
-/// (Q4_1) and the offset times the exact sum of the quants (Q4_0, Q8_0).
+/// Activation rows converted for the packed kernels: the vec-dot type's blocks (Q8_0, Q8_1 for
+/// types with mins, Q8_K for K-quants) and, per block, the scale as f32, the Q8_1 sum term as
+/// f32, the offset times the exact sum of the quants (Q4_0, Q5_0, Q8_0) and the K-quants'
+/// partial sums.
 pub(crate) struct PackedRows {
     pub q: Vec<u8>,
     /// Bytes of one row in `q`.
@@ -433,11 +421,10 @@ impl PackedRows {
         quantize: impl Fn(DType, &[f32], &mut [u8]) + Sync,
     ) -> PackedRows {
         let super_blocks = kind.super_blocks();
-        let (vdt, block_bytes, quants_at) = match (super_blocks, kind.has_mins()) {
-            (true, _) => (DType::Q8_K, Q8_K_BYTES, Q8_K_QS),
-            (false, true) => (DType::Q8_1, 36, 4),
-            (false, false) => (DType::Q8_0, 34, 2),
-        };
+        let vdt = super::vec_dot_type(kind.dtype()).expect("every packed type has a vec-dot type");
+        let block_bytes = vdt.block_bytes();
+        // Q8_0 and Q8_1 end with their quants; Q8_K's come after its f32 scale.
+        let quants_at = if super_blocks { Q8_K_QS } else { block_bytes - QK };
         let nb = k / kind.block_values();
         let row_bytes = nb * block_bytes;
         let n = x.len() / k.max(1);

@@ -41,6 +41,14 @@ impl Output {
     }
 }
 
+/// Weight units (rows, or packed groups of rows) per task: as many as fit `TILE_WEIGHT_BYTES`
+/// (at least `min`), but few enough that `row_tiles` tiles of activation rows give every thread
+/// about four tasks.
+fn units_per_task(units: usize, unit_bytes: usize, min: usize, row_tiles: usize, threads: usize) -> usize {
+    let want_chunks = (4 * threads.max(1)).div_ceil(row_tiles);
+    (TILE_WEIGHT_BYTES / unit_bytes).max(min).min(units.div_ceil(want_chunks)).max(1)
+}
+
 /// `x` is `[n, k]` f32 and `w` holds `m` rows of `k` values of `wtype`; returns `[n, m]`.
 pub(crate) fn mat_mul(
     kernels: &Kernels,
@@ -69,8 +77,7 @@ pub(crate) fn mat_mul(
     xq.par_chunks_mut(xrow).zip(x.par_chunks(k)).with_min_len(8).for_each(|(o, x)| kernels.quantize(vdt, x, o));
 
     let groups = n.div_ceil(TILE_ROWS);
-    let want_chunks = (4 * threads.max(1)).div_ceil(groups);
-    let cols = (TILE_WEIGHT_BYTES / wrow).max(8).min(m.div_ceil(want_chunks)).max(1);
+    let cols = units_per_task(m, wrow, 8, groups, threads);
     let chunks = m.div_ceil(cols);
     let output = Output { ptr: out.as_mut_ptr(), len: out.len() };
     let output = &output;
@@ -133,8 +140,7 @@ pub(crate) fn mat_mul_packed(
     let rows = PackedRows::new(w.kind, x, k, |vdt, x, o| kernels.quantize(vdt, x, o));
     let row_tiles = n.div_ceil(TILE_ROWS);
     let groups = w.groups();
-    let want_chunks = (4 * threads.max(1)).div_ceil(row_tiles);
-    let per = (TILE_WEIGHT_BYTES / w.kind.group_bytes(w.nb)).max(1).min(groups.div_ceil(want_chunks)).max(1);
+    let per = units_per_task(groups, w.kind.group_bytes(w.nb), 1, row_tiles, threads);
     let chunks = groups.div_ceil(per);
     let output = Output { ptr: out.as_mut_ptr(), len: out.len() };
     let (output, rows) = (&output, &rows);
@@ -142,10 +148,11 @@ pub(crate) fn mat_mul_packed(
     (0..chunks * row_tiles).into_par_iter().for_each(|t| {
         let (c, rt) = (t / row_tiles, t % row_tiles);
         let (n0, n1) = (rt * TILE_ROWS, ((rt + 1) * TILE_ROWS).min(n));
-        let ids: Vec<usize> = (n0..n1).collect();
+        let ids: [usize; TILE_ROWS] = std::array::from_fn(|i| n0 + i);
+        let ids = &ids[..n1 - n0];
         let mut y = [[0f32; ROWS]; TILE_ROWS];
         for g in c * per..((c + 1) * per).min(groups) {
-            tile(w, g, rows, &ids, &mut y[..ids.len()]);
+            tile(w, g, rows, ids, &mut y[..ids.len()]);
             for (i, yr) in y[..ids.len()].iter().enumerate() {
                 for (r, &v) in yr.iter().enumerate().take(m.saturating_sub(g * ROWS)) {
                     // SAFETY: element (n0 + i, g * ROWS + r) belongs to this task alone.

@@ -22,35 +22,25 @@ pub(in crate::kernels) unsafe fn tile(
     for (rows, out) in rows.chunks(4).zip(out.chunks_mut(4)) {
         // SAFETY: the caller guarantees the CPU features.
         unsafe {
-            match (w.kind, rows.len()) {
-                (PackKind::Q4_0, 4) => tile_n::<4, 0>(w, g, x, rows, out),
-                (PackKind::Q4_0, 3) => tile_n::<3, 0>(w, g, x, rows, out),
-                (PackKind::Q4_0, 2) => tile_n::<2, 0>(w, g, x, rows, out),
-                (PackKind::Q4_0, _) => tile_n::<1, 0>(w, g, x, rows, out),
-                (PackKind::Q4_1, 4) => tile_n::<4, 1>(w, g, x, rows, out),
-                (PackKind::Q4_1, 3) => tile_n::<3, 1>(w, g, x, rows, out),
-                (PackKind::Q4_1, 2) => tile_n::<2, 1>(w, g, x, rows, out),
-                (PackKind::Q4_1, _) => tile_n::<1, 1>(w, g, x, rows, out),
-                (PackKind::Q8_0, 4) => tile_n::<4, 2>(w, g, x, rows, out),
-                (PackKind::Q8_0, 3) => tile_n::<3, 2>(w, g, x, rows, out),
-                (PackKind::Q8_0, 2) => tile_n::<2, 2>(w, g, x, rows, out),
-                (PackKind::Q8_0, _) => tile_n::<1, 2>(w, g, x, rows, out),
-                (PackKind::Q5_0, 4) => tile_n::<4, 3>(w, g, x, rows, out),
-                (PackKind::Q5_0, 3) => tile_n::<3, 3>(w, g, x, rows, out),
-                (PackKind::Q5_0, 2) => tile_n::<2, 3>(w, g, x, rows, out),
-                (PackKind::Q5_0, _) => tile_n::<1, 3>(w, g, x, rows, out),
-                (PackKind::Q5_1, 4) => tile_n::<4, 4>(w, g, x, rows, out),
-                (PackKind::Q5_1, 3) => tile_n::<3, 4>(w, g, x, rows, out),
-                (PackKind::Q5_1, 2) => tile_n::<2, 4>(w, g, x, rows, out),
-                (PackKind::Q5_1, _) => tile_n::<1, 4>(w, g, x, rows, out),
-                (PackKind::Q4_K, 4) => tile_q4_k::<4>(w, g, x, rows, out),
-                (PackKind::Q4_K, 3) => tile_q4_k::<3>(w, g, x, rows, out),
-                (PackKind::Q4_K, 2) => tile_q4_k::<2>(w, g, x, rows, out),
-                (PackKind::Q4_K, _) => tile_q4_k::<1>(w, g, x, rows, out),
-                (PackKind::Q6_K, 4) => tile_q6_k::<4>(w, g, x, rows, out),
-                (PackKind::Q6_K, 3) => tile_q6_k::<3>(w, g, x, rows, out),
-                (PackKind::Q6_K, 2) => tile_q6_k::<2>(w, g, x, rows, out),
-                (PackKind::Q6_K, _) => tile_q6_k::<1>(w, g, x, rows, out),
+            // One instance per kind and number of rows (1 to 4) in this pass.
+            macro_rules! by_rows {
+                ($kernel:ident $(, $k:literal)?) => {
+                    match rows.len() {
+                        4 => $kernel::<4 $(, $k)?>(w, g, x, rows, out),
+                        3 => $kernel::<3 $(, $k)?>(w, g, x, rows, out),
+                        2 => $kernel::<2 $(, $k)?>(w, g, x, rows, out),
+                        _ => $kernel::<1 $(, $k)?>(w, g, x, rows, out),
+                    }
+                };
+            }
+            match w.kind {
+                PackKind::Q4_0 => by_rows!(tile_n, 0),
+                PackKind::Q4_1 => by_rows!(tile_n, 1),
+                PackKind::Q8_0 => by_rows!(tile_n, 2),
+                PackKind::Q5_0 => by_rows!(tile_n, 3),
+                PackKind::Q5_1 => by_rows!(tile_n, 4),
+                PackKind::Q4_K => by_rows!(tile_q4_k),
+                PackKind::Q6_K => by_rows!(tile_q6_k),
             }
         }
     }
@@ -113,10 +103,8 @@ fn tile_n<const NR: usize, const K: u8>(
             // SAFETY: row `rows[r]` holds `nb` blocks (checked above), so the 32 quants of block
             // `b` start `b * block_bytes` past its first block's and lie inside `x.q`.
             let xb = unsafe { xq[r].add(b * x.block_bytes) };
-            let word = |i: usize| {
-                // SAFETY: `i < 8`, so the four bytes lie inside the block's 32 quants.
-                _mm512_set1_epi32(unsafe { xb.add(4 * i).cast::<i32>().read_unaligned() })
-            };
+            // SAFETY: `i < 8`, so the four bytes lie inside the block's 32 quants.
+            let word = |i: usize| unsafe { broadcast_word(xb, 4 * i) };
             let mut s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[0], word(0));
             let mut s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[1], word(1));
             s0 = _mm512_dpbusd_epi32(s0, wv[2], word(2));
@@ -169,11 +157,7 @@ fn tile_q4_k<const NR: usize>(w: &PackedWeight, g: usize, x: &PackedRows, rows: 
                 for r in 0..NR {
                     // SAFETY: row `rows[r]` holds `nb` blocks of 256 quants (checked above), and
                     // `64j + 4wd + 32 + 4 <= 256`.
-                    let word = |at: usize| unsafe {
-                        _mm512_set1_epi32(
-                            xq[r].add(b * x.block_bytes + 64 * j + 4 * wd + at).cast::<i32>().read_unaligned(),
-                        )
-                    };
+                    let word = |at: usize| unsafe { broadcast_word(xq[r], b * x.block_bytes + 64 * j + 4 * wd + at) };
                     lo[r] = _mm512_dpbusd_epi32(lo[r], vl, word(0));
                     hi[r] = _mm512_dpbusd_epi32(hi[r], vh, word(32));
                 }
@@ -224,9 +208,7 @@ fn tile_q6_k<const NR: usize>(w: &PackedWeight, g: usize, x: &PackedRows, rows: 
             for r in 0..NR {
                 // SAFETY: row `rows[r]` holds `nb` blocks of 256 quants (checked above), and
                 // `16gr + 4t + 4 <= 256`.
-                let word = |t: usize| unsafe {
-                    _mm512_set1_epi32(xq[r].add(b * x.block_bytes + 16 * gr + 4 * t).cast::<i32>().read_unaligned())
-                };
+                let word = |t: usize| unsafe { broadcast_word(xq[r], b * x.block_bytes + 16 * gr + 4 * t) };
                 let mut s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[0], word(0));
                 s = _mm512_dpbusd_epi32(s, wv[1], word(1));
                 s = _mm512_dpbusd_epi32(s, wv[2], word(2));
@@ -268,6 +250,17 @@ fn super_rows<'a, const NR: usize>(
     let xd = std::array::from_fn(|r| &x.d[rows[r] * nb..(rows[r] + 1) * nb]);
     let xsub = std::array::from_fn(|r| &x.sub[rows[r] * nb * per..(rows[r] + 1) * nb * per]);
     (xq, xd, xsub)
+}
+
+/// The 32-bit word at `p + at`, in all sixteen lanes.
+///
+/// # Safety
+/// The four bytes from `p + at` must be readable.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn broadcast_word(p: *const u8, at: usize) -> __m512i {
+    // SAFETY: the caller vouches for the four bytes; the read is unaligned.
+    _mm512_set1_epi32(unsafe { p.add(at).cast::<i32>().read_unaligned() })
 }
 
 /// 64 bytes of `b` from `at` (bounds-checked).
