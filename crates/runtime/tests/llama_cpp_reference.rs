@@ -58,18 +58,24 @@ fn check_greedy(file: &str, short: &str) {
         })
         .expect("generation runs");
 
-        match got.iter().zip(&expected).position(|(a, b)| a != b) {
+        // Where the two part: the first differing token, or where Tessera ended generation (an
+        // end-of-generation token, which `generate` does not hand over) and llama.cpp went on.
+        let parted = got.iter().zip(&expected).position(|(a, b)| a != b);
+        let parted = parted.or((got.len() < expected.len()).then_some(got.len()));
+        match parted {
             None => {
                 assert_eq!(got.len(), expected.len(), "{short}/{name}: generated {:?}, llama.cpp {:?}", got, expected);
             }
             Some(step) => {
-                let ours = top_ids[step].iter().position(|&t| t == got[step]);
+                let chose =
+                    |t: u32| if step < got.len() { t == got[step] } else { model.tokenizer.is_end_of_generation(t) };
+                let ours = top_ids[step].iter().position(|&t| chose(t));
                 let gap = ours.map(|i| top_logits[step][0] - top_logits[step][i]);
                 assert!(
                     gap.is_some_and(|g| g < NEAR_TIE),
                     "{short}/{name}: step {step} chose {} where llama.cpp chose {}; llama.cpp's best tokens there: \
                      {:?} with logits {:?}",
-                    got[step],
+                    got.get(step).map_or("end of generation".to_string(), |t| t.to_string()),
                     expected[step],
                     top_ids[step],
                     top_logits[step]
@@ -90,7 +96,11 @@ fn gemma3_greedy_matches_llama_cpp() {
     check_greedy(GEMMA3_270M, "gemma3-270m");
 }
 
-/// Perplexity within 0.5% of llama-perplexity's on the same text, context and chunks.
+/// Perplexity within 0.5% of what llama-perplexity gives on the same text, context and chunks,
+/// with or without flash attention. Those two differ by up to 1% here (Gemma 3, three chunks):
+/// over a few hundred scored tokens, rounding that flips an activation's int8 quantization moves
+/// the value by tenths of a percent, so each is one sample of that spread, and the interval
+/// between them is where an independent f32 implementation should land.
 fn check_perplexity(file: &str, short: &str, chunks: usize) {
     let Some(model) = load(file) else { return };
     let fx = fixture(fixtures_dir().join(format!("ppl/{short}.json")));
@@ -101,10 +111,17 @@ fn check_perplexity(file: &str, short: &str, chunks: usize) {
     let n_ctx = fx["n_ctx"].as_u64().expect("n_ctx") as usize;
     let options = PerplexityOptions { n_ctx, max_chunks: Some(chunks), n_batch: 512 };
     let report = tessera_runtime::perplexity(&model, &text, &options).expect("perplexity runs");
-    let reference = floats(&fx["running_ppl"])[chunks - 1];
-    let rel = (report.ppl - reference).abs() / reference;
-    eprintln!("{short}: PPL over {chunks} chunks {:.4}, llama.cpp {reference:.4} ({:.3}%)", report.ppl, rel * 100.0);
-    assert!(rel < 0.005, "{short}: PPL {:.4} vs llama.cpp {reference:.4}: {:.3}% apart", report.ppl, rel * 100.0);
+    let with_fa = floats(&fx["running_ppl"])[chunks - 1];
+    let without_fa = floats(&fx["running_ppl_flash_attention_off"])[chunks - 1];
+    let (lo, hi) = (with_fa.min(without_fa), with_fa.max(without_fa));
+    let rel = if report.ppl < lo { (lo - report.ppl) / lo } else { (report.ppl - hi).max(0.0) / hi };
+    eprintln!(
+        "{short}: PPL over {chunks} chunks {:.4}, llama.cpp {with_fa:.4} ({without_fa:.4} without flash attention): \
+         {:.3}% outside",
+        report.ppl,
+        rel * 100.0
+    );
+    assert!(rel < 0.005, "{short}: PPL {:.4} is {:.3}% outside llama.cpp's {lo:.4}..{hi:.4}", report.ppl, rel * 100.0);
 }
 
 #[test]

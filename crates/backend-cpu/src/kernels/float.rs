@@ -147,6 +147,43 @@ pub(crate) struct VecFns {
     pub dot_f16: DotRows<u8>,
     pub axpy_f32: AxpyRows<f32>,
     pub axpy_f16: AxpyRows<u8>,
+    /// Whole heads, sixteen at a time, where the instruction set has a kernel for it.
+    pub lanes: Option<LaneFns>,
+}
+
+/// Up to sixteen attention heads ("lanes": a query row and a head each) that read the same KV
+/// head over the same cache rows, computed together: each key row is loaded once for all of
+/// them. Lane `l` sees keys `at[first[l]..last[l]]`; a lane with an empty range is unused.
+pub(crate) struct LaneTile<'a> {
+    /// The lanes' queries, transposed: element `d` of lane `l` at `qt[16 * d + l]`, for `d` up
+    /// to `head_dim` rounded up to a multiple of 16 (zero past `head_dim`).
+    pub qt: &'a [f32],
+    /// Where the head's slice of each key and value row starts, in elements, in position order.
+    pub at: &'a [usize],
+    pub first: [i32; 16],
+    pub last: [i32; 16],
+    pub head_dim: usize,
+    pub scale: f32,
+}
+
+/// Scratch a lane kernel reuses from tile to tile.
+#[derive(Default)]
+pub(crate) struct LaneScratch {
+    pub scores: Vec<f32>,
+    pub rows: Vec<f32>,
+    pub masks: Vec<u16>,
+    pub sums: Vec<f32>,
+}
+
+/// `out[16 * d + l] = (softmax(scale * q_l·k) · v)[d]` for every lane `l` of `tile`: each
+/// lane's result depends on its own query and keys only, never on the other lanes.
+pub(crate) type LaneFn<K> = fn(tile: &LaneTile<'_>, k: &[K], v: &[K], scratch: &mut LaneScratch, out: &mut [f32]);
+
+/// The lane kernels over f32 caches and over the bytes of f16 caches.
+#[derive(Clone, Copy)]
+pub(crate) struct LaneFns {
+    pub f32: LaneFn<f32>,
+    pub f16: LaneFn<u8>,
 }
 
 /// `out[i] = q · (key row at element at[i])`, over f32 keys or the bytes of f16 keys.
@@ -155,5 +192,10 @@ pub(crate) type DotRows<K> = fn(q: &[f32], k: &[K], at: &[usize], out: &mut [f32
 /// `out += p[i] * (value row at element at[i])` for every row in order.
 pub(crate) type AxpyRows<V> = fn(out: &mut [f32], p: &[f32], v: &[V], at: &[usize]);
 
-pub(crate) const SCALAR_VEC_FNS: VecFns =
-    VecFns { dot_f32: dot_rows_f32, dot_f16: dot_rows_f16, axpy_f32: axpy_rows_f32, axpy_f16: axpy_rows_f16 };
+pub(crate) const SCALAR_VEC_FNS: VecFns = VecFns {
+    dot_f32: dot_rows_f32,
+    dot_f16: dot_rows_f16,
+    axpy_f32: axpy_rows_f32,
+    axpy_f16: axpy_rows_f16,
+    lanes: None,
+};

@@ -21,7 +21,7 @@ mod x86;
 use half::f16;
 use tessera_core::DType;
 
-pub(crate) use float::VecFns;
+pub(crate) use float::{LaneFns, LaneScratch, LaneTile, VecFns};
 pub(crate) use quantize::quantize_row;
 
 /// A dot product of one weight row (`w`, in its stored type) with one activation row already

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use rayon::prelude::*;
 
-use crate::kernels::VecFns;
+use crate::kernels::{LaneFns, LaneScratch, LaneTile, VecFns};
 
 /// A K or V cache: f32 values, or the little-endian bytes of f16 values.
 pub(crate) enum Kv<'a> {
@@ -81,6 +81,14 @@ pub(crate) fn attention(
         return Ok(out);
     }
     let group = (heads / s.n_kv_heads).max(1);
+    let lanes = match (vf.lanes, k, v) {
+        (Some(lanes), Kv::F32(_), Kv::F32(_)) | (Some(lanes), Kv::F16(_), Kv::F16(_)) => Some(lanes),
+        _ => None,
+    };
+    if let Some(lanes) = lanes {
+        by_lanes(lanes, q, k, v, pos, s, layout, &mut out);
+        return Ok(out);
+    }
     let cache = Cache { vf, k, v, kv_width, scale: s.scale };
     out.par_chunks_mut(hd).enumerate().for_each_init(Scratch::default, |scratch, (idx, o)| {
         let (n, head) = (idx / heads, idx % heads);
@@ -104,6 +112,82 @@ pub(crate) fn attention(
         }
     });
     Ok(out)
+}
+
+/// [`attention`] by a lane kernel: the heads of rows that read the same cache rows (every row of
+/// a contiguous cache, rows with equal block tables in a paged one) that share a KV head go
+/// sixteen to a tile.
+#[allow(clippy::too_many_arguments)]
+fn by_lanes(
+    lanes: LaneFns,
+    q: &[f32],
+    k: &Kv<'_>,
+    v: &Kv<'_>,
+    pos: &[i32],
+    s: &AttentionShape,
+    layout: Layout<'_>,
+    out: &mut [f32],
+) {
+    let (hd, heads) = (s.head_dim, s.n_heads);
+    let (width, kv_width) = (heads * hd, s.n_kv_heads * hd);
+    let group = (heads / s.n_kv_heads).max(1);
+    let same_rows = |a: usize, b: usize| match layout {
+        Layout::Contiguous => true,
+        Layout::Paged { tables, width, .. } => tables[a * width..][..width] == tables[b * width..][..width],
+    };
+    // Tiles of (row, head) lanes.
+    let mut tiles: Vec<Vec<(usize, usize)>> = Vec::new();
+    let mut start = 0;
+    while start < pos.len() {
+        let end = (start + 1..pos.len()).find(|&n| !same_rows(start, n)).unwrap_or(pos.len());
+        for kv_head in 0..s.n_kv_heads {
+            let run: Vec<(usize, usize)> =
+                (start..end).flat_map(|n| (0..group).map(move |g| (n, kv_head * group + g))).collect();
+            tiles.extend(run.chunks(16).map(<[_]>::to_vec));
+        }
+        start = end;
+    }
+    let window = |p: usize| s.window.map_or(0, |w| (p + 1).saturating_sub(w));
+    let results: Vec<Vec<f32>> = tiles
+        .par_iter()
+        .map_init(LaneScratch::default, |scratch, tile| {
+            let (n0, head0) = tile[0];
+            let lo = tile.iter().map(|&(n, _)| window(pos[n] as usize)).min().unwrap_or(0);
+            let hi = tile.iter().map(|&(n, _)| pos[n] as usize).max().unwrap_or(0);
+            let kv_off = (head0 / group) * hd;
+            let at: Vec<usize> = match layout {
+                Layout::Contiguous => (lo..=hi).map(|j| j * kv_width + kv_off).collect(),
+                Layout::Paged { tables, width: blocks, block_size: bs } => {
+                    let table = &tables[n0 * blocks..][..blocks];
+                    (lo..=hi).map(|j| (table[j / bs] as usize * bs + j % bs) * kv_width + kv_off).collect()
+                }
+            };
+            let mut qt = vec![0f32; 16 * hd.next_multiple_of(16)];
+            let (mut first, mut last) = ([0i32; 16], [0i32; 16]);
+            for (l, &(n, head)) in tile.iter().enumerate() {
+                for (d, &x) in q[n * width + head * hd..][..hd].iter().enumerate() {
+                    qt[16 * d + l] = x;
+                }
+                let p = pos[n] as usize;
+                (first[l], last[l]) = ((window(p) - lo) as i32, (p + 1 - lo) as i32);
+            }
+            let t = LaneTile { qt: &qt, at: &at, first, last, head_dim: hd, scale: s.scale };
+            let mut o = vec![0f32; 16 * hd];
+            match (k, v) {
+                (Kv::F16(k), Kv::F16(v)) => (lanes.f16)(&t, k, v, scratch, &mut o),
+                (Kv::F32(k), Kv::F32(v)) => (lanes.f32)(&t, k, v, scratch, &mut o),
+                _ => unreachable!("`attention` takes the lane kernels only for caches of one type"),
+            }
+            o
+        })
+        .collect();
+    for (tile, o) in tiles.iter().zip(&results) {
+        for (l, &(n, head)) in tile.iter().enumerate() {
+            for (d, y) in out[n * width + head * hd..][..hd].iter_mut().enumerate() {
+                *y = o[16 * d + l];
+            }
+        }
+    }
 }
 
 /// Every position inside the cache (through its row's block table for a paged cache), and every
@@ -314,6 +398,38 @@ mod tests {
             let layout = Layout::Paged { tables: &tables, width: blocks, block_size: bs };
             let got = attention(vf, &q, &k, &v, &pos, &s, layout).unwrap();
             prop_assert_eq!(bits(&got), bits(&want));
+        }
+
+        /// The detected kernels (sixteen-head tiles, where the CPU has them) agree with the
+        /// scalar ones, and each row gives the same bits alone as in a batch whose rows share
+        /// its cache (and so its tiles).
+        #[test]
+        fn detected_kernels_match_scalar_and_rows_stand_alone(
+            kv_heads in 1usize..=3, group in 1usize..=7, hd in 1usize..=80, rows in 1usize..=40,
+            n in 1usize..=12, window in proptest::option::of(1usize..=12), f16 in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let fast = Kernels::new(Isa::detect()).unwrap().vec_fns();
+            let scalar = Kernels::new(Isa::Scalar).unwrap().vec_fns();
+            let mut rng = StdRng::seed_from_u64(seed);
+            let heads = kv_heads * group;
+            let s = AttentionShape { n_heads: heads, n_kv_heads: kv_heads, head_dim: hd, scale: 0.35, window, cache_rows: rows };
+            let width = hd * heads;
+            let q = values(&mut rng, n * width);
+            let (ks, vs) = (Stored::random(&mut rng, rows * kv_heads * hd, f16), Stored::random(&mut rng, rows * kv_heads * hd, f16));
+            let (k, v) = (ks.kv(), vs.kv());
+            // A prompt's consecutive positions, then a few anywhere in the cache.
+            let start = rng.gen_range(0..rows);
+            let pos: Vec<i32> = (0..n).map(|i| if i < n / 2 { (start + i).min(rows - 1) } else { rng.gen_range(0..rows) } as i32).collect();
+            let got = attention(fast, &q, &k, &v, &pos, &s, Layout::Contiguous).unwrap();
+            let want = attention(scalar, &q, &k, &v, &pos, &s, Layout::Contiguous).unwrap();
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                prop_assert!((a - b).abs() <= 1e-4, "element {}: {} against {}", i, a, b);
+            }
+            for r in 0..n {
+                let alone = attention(fast, &q[r * width..][..width], &k, &v, &pos[r..=r], &s, Layout::Contiguous).unwrap();
+                prop_assert_eq!(bits(&alone), bits(&got[r * width..][..width]));
+            }
         }
 
         /// Each row gives the same bits alone, in a batch, and in a batch in another order.

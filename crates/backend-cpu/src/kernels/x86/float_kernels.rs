@@ -8,7 +8,7 @@ macro_rules! float_kernels {
         use crate::kernels::float::VecFns;
 
         pub(super) fn vec_fns() -> VecFns {
-            VecFns { dot_f32: vdot_f32, dot_f16: vdot_f16, axpy_f32: vaxpy_f32, axpy_f16: vaxpy_f16 }
+            VecFns { dot_f32: vdot_f32, dot_f16: vdot_f16, axpy_f32: vaxpy_f32, axpy_f16: vaxpy_f16, lanes: None }
         }
 
         /// Eight elements of a float row at byte `at`: f32 (`K = 4`), f16 (`K = 2`) or bf16 (`K = 3`).

@@ -9,6 +9,7 @@
 mod float_kernels;
 #[macro_use]
 mod kernels;
+mod attention;
 mod packed;
 
 use std::arch::x86_64::*;
@@ -195,7 +196,7 @@ pub(super) unsafe fn avx512_dot4x2(w: DType) -> Option<Dot4x2Fn> {
 /// # Safety
 /// The CPU must support the AVX-512 subset of [`has_avx512`].
 pub(super) unsafe fn avx512_vec_fns() -> VecFns {
-    avx512::vec_fns()
+    VecFns { lanes: Some(attention::lane_fns()), ..avx512::vec_fns() }
 }
 
 /// The packed-weight kernel (see `kernels::packed`).
