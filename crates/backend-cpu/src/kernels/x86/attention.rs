@@ -168,8 +168,45 @@ fn attend<const F16: bool>(
     }
     let inv = _mm512_div_ps(_mm512_set1_ps(1.0), sum);
 
-    // Values: KEYS rows at a time into sixteen elements' accumulators, each lane's touched only
-    // by its own keys.
+    // Tiles of a few lanes (one decoding row's heads) run lane by lane, the same fused
+    // multiply-adds in the same order, without the vector's unused lanes.
+    let used = (0..16).rev().find(|&l| t.first[l] < t.last[l]).map_or(0, |l| l + 1);
+    let inv_lanes = {
+        let mut a = [0f32; 16];
+        store(&mut a, 0, inv);
+        a
+    };
+    match used {
+        1 => values_by_lane::<F16, 1>(t, v, vh, scores, masks, &inv_lanes, out),
+        2 => values_by_lane::<F16, 2>(t, v, vh, scores, masks, &inv_lanes, out),
+        3 => values_by_lane::<F16, 3>(t, v, vh, scores, masks, &inv_lanes, out),
+        4 => values_by_lane::<F16, 4>(t, v, vh, scores, masks, &inv_lanes, out),
+        _ => values_by_element::<F16>(t, v, vh, Parts { scores, rows, masks, sums }, inv, out),
+    }
+}
+
+/// The buffers [`values_by_element`] works in.
+struct Parts<'a> {
+    scores: &'a [f32],
+    rows: &'a mut [f32],
+    masks: &'a [u16],
+    sums: &'a mut [f32],
+}
+
+/// `out = (weights · values) * inv`, KEYS value rows at a time into sixteen elements'
+/// accumulators of all lanes, each lane's touched only by its own keys.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn values_by_element<const F16: bool>(
+    t: &LaneTile<'_>,
+    v: &[f32],
+    vh: &[u8],
+    b: Parts<'_>,
+    inv: __m512,
+    out: &mut [f32],
+) {
+    let (hd, nk) = (t.head_dim, t.at.len());
+    let stride = hd.next_multiple_of(16);
+    let Parts { scores, rows, masks, sums } = b;
     for j0 in (0..nk).step_by(KEYS) {
         let count = (nk - j0).min(KEYS);
         convert_rows::<F16>(rows, v, vh, &t.at[j0..j0 + count], hd, stride);
@@ -191,6 +228,59 @@ fn attend<const F16: bool>(
     }
     for d in 0..hd {
         store(out, 16 * d, _mm512_mul_ps(load(sums, 16 * d), inv));
+    }
+}
+
+/// [`values_by_element`] for a tile whose lanes in use are its first `L`: sixty-four elements of
+/// each lane per pass over the keys, one lane's elements per vector. Each output element sees
+/// the same fused multiply-adds, in the same order, as there.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn values_by_lane<const F16: bool, const L: usize>(
+    t: &LaneTile<'_>,
+    v: &[f32],
+    vh: &[u8],
+    scores: &[f32],
+    masks: &[u16],
+    inv: &[f32; 16],
+    out: &mut [f32],
+) {
+    let hd = t.head_dim;
+    for c0 in (0..hd).step_by(64) {
+        let mut acc = [[_mm512_setzero_ps(); 4]; L];
+        for (j, (&a, &m)) in t.at.iter().zip(masks).enumerate() {
+            if m == 0 {
+                continue;
+            }
+            let vals: [__m512; 4] = std::array::from_fn(|q| {
+                let c = c0 + 16 * q;
+                if c < hd {
+                    row16::<F16>(v, vh, a, c, hd)
+                } else {
+                    _mm512_setzero_ps()
+                }
+            });
+            let weights = &scores[16 * j..16 * j + 16];
+            for (l, acc) in acc.iter_mut().enumerate() {
+                let keep: __mmask16 = if m >> l & 1 == 1 { u16::MAX } else { 0 };
+                let p = _mm512_set1_ps(weights[l]);
+                for (a, &x) in acc.iter_mut().zip(&vals) {
+                    *a = _mm512_mask3_fmadd_ps(p, x, *a, keep);
+                }
+            }
+        }
+        for (l, acc) in acc.iter().enumerate() {
+            let scale = _mm512_set1_ps(inv[l]);
+            for (q, a) in acc.iter().enumerate() {
+                let mut y = [0f32; 16];
+                store(&mut y, 0, _mm512_mul_ps(*a, scale));
+                for (e, &y) in y.iter().enumerate() {
+                    let d = c0 + 16 * q + e;
+                    if d < hd {
+                        out[16 * d + l] = y;
+                    }
+                }
+            }
+        }
     }
 }
 
