@@ -86,7 +86,7 @@ pub(crate) fn attention(
         _ => None,
     };
     if let Some(lanes) = lanes {
-        by_lanes(lanes, q, k, v, pos, s, layout, &mut out);
+        by_lanes(lanes, &Inputs { q, k, v, pos, s, layout }, &mut out);
         return Ok(out);
     }
     let cache = Cache { vf, k, v, kv_width, scale: s.scale };
@@ -114,20 +114,22 @@ pub(crate) fn attention(
     Ok(out)
 }
 
+/// What one attention op reads (the arguments of [`attention`]).
+#[derive(Clone, Copy)]
+struct Inputs<'a, 'b> {
+    q: &'a [f32],
+    k: &'a Kv<'b>,
+    v: &'a Kv<'b>,
+    pos: &'a [i32],
+    s: &'a AttentionShape,
+    layout: Layout<'a>,
+}
+
 /// [`attention`] by a lane kernel: the heads of rows that read the same cache rows (every row of
 /// a contiguous cache, rows with equal block tables in a paged one) that share a KV head go
 /// sixteen to a tile.
-#[allow(clippy::too_many_arguments)]
-fn by_lanes(
-    lanes: LaneFns,
-    q: &[f32],
-    k: &Kv<'_>,
-    v: &Kv<'_>,
-    pos: &[i32],
-    s: &AttentionShape,
-    layout: Layout<'_>,
-    out: &mut [f32],
-) {
+fn by_lanes(lanes: LaneFns, op: &Inputs<'_, '_>, out: &mut [f32]) {
+    let Inputs { q, k, v, pos, s, layout } = *op;
     let (hd, heads) = (s.head_dim, s.n_heads);
     let (width, kv_width) = (heads * hd, s.n_kv_heads * hd);
     let group = (heads / s.n_kv_heads).max(1);
