@@ -18,7 +18,8 @@ use crate::kernels::packed::PackedWeight;
 use crate::kernels::Kernels;
 use crate::memory::Storage;
 use crate::ops::attention::{self, AttentionShape, Kv, Layout};
-use crate::ops::{elementwise, matmul, norm, rope, rows};
+use crate::ops::elementwise::Elementwise;
+use crate::ops::{matmul, norm, rope, rows};
 use crate::packs::{PackCache, PackKey};
 
 /// The result of a node.
@@ -107,6 +108,17 @@ pub(crate) fn execute(backend: &CpuBackend, graph: &Graph) -> Result<(), Backend
     let mut walker = Walker::new(graph, backend.kernels(), backend.threads(), backend.packs(), mem);
     walker.check_leaves()?;
     backend.install(move || walker.run())
+}
+
+fn elementwise_op(op: &Op) -> Option<Elementwise> {
+    Some(match *op {
+        Op::Add => Elementwise::Add,
+        Op::Mul => Elementwise::Mul,
+        Op::Scale { factor } => Elementwise::Scale(factor),
+        Op::SwiGlu => Elementwise::SwiGlu,
+        Op::GeGlu => Elementwise::GeGlu,
+        _ => return None,
+    })
 }
 
 struct Walker<'a> {
@@ -277,7 +289,11 @@ impl<'a> Walker<'a> {
             }
             Op::Store { .. } | Op::StoreRows => self.store(id),
             _ => {
-                let data = self.compute(node).map_err(|m| invalid(graph, id, m))?;
+                let data = match elementwise_op(&node.op) {
+                    Some(op) => self.elementwise(id, op),
+                    None => self.compute(node),
+                }
+                .map_err(|m| invalid(graph, id, m))?;
                 let len = data.len();
                 Ok(Value::Data { data: Arc::new(data), start: 0, len })
             }
@@ -323,6 +339,34 @@ impl<'a> Walker<'a> {
         Ok(target)
     }
 
+    /// An element-wise op, in place in its first operand's vector when this node is that
+    /// vector's only and last reader (no view shares it), in a copy otherwise: an activation
+    /// the size of the batch less at the peak of every feed-forward block.
+    fn elementwise(&mut self, id: NodeId, op: Elementwise) -> Result<Vec<f32>, String> {
+        let node = self.graph.node(id);
+        let (a_id, b_id) = (node.inputs[0], node.inputs.get(1).copied());
+        let whole = |v: &Option<Value>| match v {
+            Some(Value::Data { data, start, len }) => *start == 0 && *len == data.len() && Arc::strong_count(data) == 1,
+            _ => false,
+        };
+        let owned = (self.last_use[a_id] == id && b_id != Some(a_id) && whole(&self.values[a_id]))
+            .then(|| match self.values[a_id].take() {
+                Some(Value::Data { data, .. }) => Arc::try_unwrap(data).ok(),
+                _ => None,
+            })
+            .flatten();
+        let mut a = match owned {
+            Some(a) => a,
+            None => self.f32s(a_id).map_err(|e| e.to_string())?.into_owned(),
+        };
+        let b = match b_id {
+            Some(b) => self.f32s(b).map_err(|e| e.to_string())?,
+            None => Cow::Borrowed(&[][..]),
+        };
+        op.apply(&mut a, &b);
+        Ok(a)
+    }
+
     fn compute(&self, node: &Node) -> Result<Vec<f32>, String> {
         let graph = self.graph;
         let err = |e: BackendError| e.to_string();
@@ -330,11 +374,6 @@ impl<'a> Walker<'a> {
         let f32_in = |i: usize| self.f32s(node.inputs[i]).map_err(err);
         let cols = node.shape.cols();
         match node.op {
-            Op::Add => Ok(elementwise::add(&f32_in(0)?, &f32_in(1)?)),
-            Op::Mul => Ok(elementwise::mul(&f32_in(0)?, &f32_in(1)?)),
-            Op::Scale { factor } => Ok(elementwise::scale(&f32_in(0)?, factor)),
-            Op::SwiGlu => Ok(elementwise::swiglu(&f32_in(0)?, &f32_in(1)?)),
-            Op::GeGlu => Ok(elementwise::geglu(&f32_in(0)?, &f32_in(1)?)),
             Op::RmsNorm { eps } => Ok(norm::rms_norm(&f32_in(0)?, &f32_in(1)?, cols, eps)),
             Op::Rope { head_dim, rot_dims, base, freq_scale, style } => {
                 let pos = self.i32s(node.inputs[1]).map_err(err)?;
@@ -402,6 +441,9 @@ impl<'a> Walker<'a> {
             }
             Op::Leaf(_) | Op::Reshape | Op::SliceRows { .. } | Op::Store { .. } | Op::StoreRows => {
                 Err(format!("{} is not computed", node.op.name()))
+            }
+            Op::Add | Op::Mul | Op::Scale { .. } | Op::SwiGlu | Op::GeGlu => {
+                Err(format!("{} is computed by `elementwise`", node.op.name()))
             }
         }
     }

@@ -4,49 +4,55 @@ use rayon::prelude::*;
 
 use super::CHUNK;
 
-/// `f(a, b)` element by element; a `b` shorter than `a` is one row, repeated.
-fn binary(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; a.len()];
+/// `a = f(a, b)` element by element; a `b` shorter than `a` is one row, repeated.
+fn binary(a: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
     if b.len() == a.len() {
-        out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).zip(b.par_chunks(CHUNK)).for_each(|((o, a), b)| {
-            for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
-                *o = f(*a, *b);
+        a.par_chunks_mut(CHUNK).zip(b.par_chunks(CHUNK)).for_each(|(a, b)| {
+            for (a, b) in a.iter_mut().zip(b) {
+                *a = f(*a, *b);
             }
         });
     } else if !b.is_empty() {
         let rows_per_task = (CHUNK / b.len()).max(1);
-        out.par_chunks_mut(b.len() * rows_per_task).zip(a.par_chunks(b.len() * rows_per_task)).for_each(|(o, a)| {
-            for (o, a) in o.chunks_mut(b.len()).zip(a.chunks(b.len())) {
-                for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
-                    *o = f(*a, *b);
+        a.par_chunks_mut(b.len() * rows_per_task).for_each(|a| {
+            for a in a.chunks_mut(b.len()) {
+                for (a, b) in a.iter_mut().zip(b) {
+                    *a = f(*a, *b);
                 }
             }
         });
+    } else {
+        // Nothing to combine with: what the op gave before it could work in place.
+        a.fill(0.0);
     }
-    out
 }
 
-/// `f(x)` element by element.
-fn unary(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| {
-        for (o, x) in o.iter_mut().zip(x) {
-            *o = f(*x);
+/// The element-wise ops, each applied in place to its first operand (which the executor hands
+/// over when nothing else reads it, and copies otherwise).
+#[derive(Clone, Copy)]
+pub(crate) enum Elementwise {
+    Add,
+    Mul,
+    Scale(f32),
+    SwiGlu,
+    GeGlu,
+}
+
+impl Elementwise {
+    /// `a = op(a, b)` (`b` is ignored by `Scale`).
+    pub(crate) fn apply(self, a: &mut [f32], b: &[f32]) {
+        match self {
+            Elementwise::Add => binary(a, b, |a, b| a + b),
+            Elementwise::Mul => binary(a, b, |a, b| a * b),
+            Elementwise::SwiGlu => binary(a, b, |g, u| silu(g) * u),
+            Elementwise::GeGlu => binary(a, b, |g, u| gelu(g) * u),
+            Elementwise::Scale(factor) => a.par_chunks_mut(CHUNK).for_each(|a| {
+                for a in a {
+                    *a *= factor;
+                }
+            }),
         }
-    });
-    out
-}
-
-pub(crate) fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
-    binary(a, b, |a, b| a + b)
-}
-
-pub(crate) fn mul(a: &[f32], b: &[f32]) -> Vec<f32> {
-    binary(a, b, |a, b| a * b)
-}
-
-pub(crate) fn scale(x: &[f32], factor: f32) -> Vec<f32> {
-    unary(x, |x| x * factor)
+    }
 }
 
 /// ggml's `ggml_silu_f32`.
@@ -64,22 +70,22 @@ pub(crate) fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh())
 }
 
-pub(crate) fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
-    binary(gate, up, |g, u| silu(g) * u)
-}
-
-pub(crate) fn geglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
-    binary(gate, up, |g, u| gelu(g) * u)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn broadcasts_one_row() {
-        assert_eq!(add(&[1.0, 2.0, 3.0, 4.0], &[10.0, 20.0]), vec![11.0, 22.0, 13.0, 24.0]);
-        assert_eq!(mul(&[1.0, 2.0], &[3.0, 4.0]), vec![3.0, 8.0]);
+        let applied = |op: Elementwise, a: &[f32], b: &[f32]| {
+            let mut a = a.to_vec();
+            op.apply(&mut a, b);
+            a
+        };
+        assert_eq!(applied(Elementwise::Add, &[1.0, 2.0, 3.0, 4.0], &[10.0, 20.0]), vec![11.0, 22.0, 13.0, 24.0]);
+        assert_eq!(applied(Elementwise::Mul, &[1.0, 2.0], &[3.0, 4.0]), vec![3.0, 8.0]);
+        assert_eq!(applied(Elementwise::Scale(0.5), &[1.0, -4.0], &[]), vec![0.5, -2.0]);
+        assert_eq!(applied(Elementwise::SwiGlu, &[1.0], &[2.0]), vec![2.0 * silu(1.0)]);
+        assert_eq!(applied(Elementwise::GeGlu, &[1.0], &[2.0]), vec![2.0 * gelu(1.0)]);
     }
 
     #[test]
