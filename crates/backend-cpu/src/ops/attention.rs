@@ -38,6 +38,13 @@ pub(crate) struct AttentionShape {
     pub cache_rows: usize,
 }
 
+impl AttentionShape {
+    /// The first position a query at position `p` sees (its window's start).
+    fn first_visible(&self, p: usize) -> usize {
+        self.window.map_or(0, |w| (p + 1).saturating_sub(w))
+    }
+}
+
 /// Where position `j` of query row `n` is cached.
 #[derive(Clone, Copy)]
 pub(crate) enum Layout<'a> {
@@ -93,7 +100,7 @@ pub(crate) fn attention(
     out.par_chunks_mut(hd).enumerate().for_each_init(Scratch::default, |scratch, (idx, o)| {
         let (n, head) = (idx / heads, idx % heads);
         let p = pos[n] as usize;
-        let lo = s.window.map_or(0, |w| (p + 1).saturating_sub(w));
+        let lo = s.first_visible(p);
         let qrow = &q[n * width + head * hd..][..hd];
         let kv_off = (head / group) * hd;
         let Scratch { scores, rows, at } = scratch;
@@ -149,12 +156,11 @@ fn by_lanes(lanes: LaneFns, op: &Inputs<'_, '_>, out: &mut [f32]) {
         }
         start = end;
     }
-    let window = |p: usize| s.window.map_or(0, |w| (p + 1).saturating_sub(w));
     let results: Vec<Vec<f32>> = tiles
         .par_iter()
         .map_init(LaneScratch::default, |scratch, tile| {
             let (n0, head0) = tile[0];
-            let lo = tile.iter().map(|&(n, _)| window(pos[n] as usize)).min().unwrap_or(0);
+            let lo = tile.iter().map(|&(n, _)| s.first_visible(pos[n] as usize)).min().unwrap_or(0);
             let hi = tile.iter().map(|&(n, _)| pos[n] as usize).max().unwrap_or(0);
             let kv_off = (head0 / group) * hd;
             let at: Vec<usize> = match layout {
@@ -171,7 +177,7 @@ fn by_lanes(lanes: LaneFns, op: &Inputs<'_, '_>, out: &mut [f32]) {
                     qt[16 * d + l] = x;
                 }
                 let p = pos[n] as usize;
-                (first[l], last[l]) = ((window(p) - lo) as i32, (p + 1 - lo) as i32);
+                (first[l], last[l]) = ((s.first_visible(p) - lo) as i32, (p + 1 - lo) as i32);
             }
             let t = LaneTile { qt: &qt, at: &at, first, last, head_dim: hd, scale: s.scale };
             let mut o = vec![0f32; 16 * hd];
@@ -213,7 +219,7 @@ fn check_positions(pos: &[i32], s: &AttentionShape, layout: Layout<'_>) -> Resul
             return Err(format!("position {p} of row {n} is outside its table of {width} blocks of {bs}"));
         }
         let p = p as usize;
-        let lo = s.window.map_or(0, |w| (p + 1).saturating_sub(w));
+        let lo = s.first_visible(p);
         let table = &tables[n * width..][..width];
         if let Some(bad) = table[lo / bs..=p / bs].iter().find(|&&b| b < 0 || b as usize >= cache_blocks) {
             return Err(format!("block {bad} in the table of row {n} is outside the cache of {cache_blocks} blocks"));

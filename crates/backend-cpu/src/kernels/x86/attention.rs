@@ -68,7 +68,7 @@ fn row16<const F16: bool>(r: &[f32], rh: &[u8], a: usize, i: usize, n: usize) ->
 /// below -103 it is 0, as f32 has nothing between.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 #[inline]
-pub(super) fn exp16(x: __m512) -> __m512 {
+fn exp16(x: __m512) -> __m512 {
     let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(-103.0));
     // `min` returns its second operand when either is NaN, so NaN goes through.
     let x = _mm512_min_ps(_mm512_set1_ps(88.72), x);
@@ -123,8 +123,6 @@ fn attend<const F16: bool>(
     scores.resize(16 * nk, 0.0);
     rows.clear();
     rows.resize(KEYS * stride, 0.0);
-    sums.clear();
-    sums.resize(16 * stride, 0.0);
     // SAFETY: both arrays hold 16 i32; the loads are unaligned.
     let first = unsafe { _mm512_loadu_si512(t.first.as_ptr().cast()) };
     let last = unsafe { _mm512_loadu_si512(t.last.as_ptr().cast()) };
@@ -190,7 +188,7 @@ struct Parts<'a> {
     scores: &'a [f32],
     rows: &'a mut [f32],
     masks: &'a [u16],
-    sums: &'a mut [f32],
+    sums: &'a mut Vec<f32>,
 }
 
 /// `out = (weights · values) * inv`, KEYS value rows at a time into sixteen elements'
@@ -207,6 +205,8 @@ fn values_by_element<const F16: bool>(
     let (hd, nk) = (t.head_dim, t.at.len());
     let stride = hd.next_multiple_of(16);
     let Parts { scores, rows, masks, sums } = b;
+    sums.clear();
+    sums.resize(16 * stride, 0.0);
     for j0 in (0..nk).step_by(KEYS) {
         let count = (nk - j0).min(KEYS);
         convert_rows::<F16>(rows, v, vh, &t.at[j0..j0 + count], hd, stride);
